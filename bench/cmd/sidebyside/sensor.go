@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	healthTimeout = 60 * time.Second
+	// settle lets the sensor finish its start-up snapshot before measuring.
+	settle       = time.Second
+	drainTimeout = 5 * time.Second
+	drainPoll    = 150 * time.Millisecond
+	stopTimeout  = 15 * time.Second
+)
+
+// sensorProc is one `vigil sensor` the runner started.
+type sensorProc struct {
+	log     *slog.Logger
+	cmd     *exec.Cmd
+	pid     int
+	addr    string
+	logPath string
+	events  string
+	http    *http.Client
+	exited  chan struct{}
+	waitErr error
+}
+
+func startSensor(ctx context.Context, log *slog.Logger, vigil, work, ringSize string, extra []string) (*sensorProc, error) {
+	addr, err := freeLoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	tag := fmt.Sprintf("sensor-%d", time.Now().UnixNano())
+	s := &sensorProc{
+		log:     log,
+		addr:    addr,
+		logPath: filepath.Join(work, tag+".log"),
+		events:  filepath.Join(work, tag+".jsonl"),
+		http:    &http.Client{Timeout: 5 * time.Second},
+		exited:  make(chan struct{}),
+	}
+	logf, err := os.Create(s.logPath)
+	if err != nil {
+		return nil, fmt.Errorf("creating the sensor log: %w", err)
+	}
+	defer logf.Close() // the child holds its own copy
+	args := append([]string{"sensor", "--source", "ebpf", "--events-out", s.events,
+		"--metrics-addr", addr, "--ring-size", ringSize}, extra...)
+	s.cmd = exec.Command(vigil, args...)
+	s.cmd.Stdout = logf
+	s.cmd.Stderr = logf
+	// If the runner dies, the sensor must not outlive it.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", vigil, err)
+	}
+	s.pid = s.cmd.Process.Pid
+	go func() {
+		s.waitErr = s.cmd.Wait()
+		close(s.exited)
+	}()
+	log.Info("sensor starting", "pid", s.pid, "args", strings.Join(args, " "))
+	if err := s.waitHealthy(ctx); err != nil {
+		_ = s.stop() // err already says why, with the sensor's log
+		return nil, err
+	}
+	if err := sleep(ctx, settle); err != nil {
+		_ = s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("finding a free loopback port for the sensor's metrics: %w", err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		return "", fmt.Errorf("releasing the metrics port: %w", err)
+	}
+	return addr, nil
+}
+
+// waitHealthy waits for /healthz to answer 200 and checks that the sensor
+// really runs on eBPF (a proc-connector fallback would measure nothing).
+func (s *sensorProc) waitHealthy(ctx context.Context) error {
+	deadline := time.Now().Add(healthTimeout)
+	for {
+		select {
+		case <-s.exited:
+			return fmt.Errorf("the sensor exited before it was healthy (%v); its log:\n%s", s.waitErr, s.logTail())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the sensor's /healthz did not answer 200 within %v; its log:\n%s", healthTimeout, s.logTail())
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+"/healthz", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := s.http.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				m, err := scrape(ctx, s.http, s.addr)
+				if err != nil {
+					return err
+				}
+				if m[mEBPF] != 1 {
+					return fmt.Errorf("the sensor is healthy but %s is not 1: it is not running on eBPF", mEBPF)
+				}
+				return nil
+			}
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// sensorState is a reading of the sensor's metrics and CPU time.
+type sensorState struct {
+	metrics samples
+	cpu     time.Duration
+}
+
+func (s *sensorProc) state(ctx context.Context) (sensorState, error) {
+	cpu, err := processCPU(s.pid)
+	if err != nil {
+		return sensorState{}, err
+	}
+	m, err := scrape(ctx, s.http, s.addr)
+	if err != nil {
+		return sensorState{}, err
+	}
+	for _, k := range []string{mDrops, mKernel, mDelivered} {
+		if _, ok := m[k]; !ok {
+			return sensorState{}, fmt.Errorf("the sensor's /metrics has no %s", k)
+		}
+	}
+	return sensorState{metrics: m, cpu: cpu}, nil
+}
+
+// drained waits until the sensor has read everything the kernel produced
+// (delivered + drops caught up with kernel records), so the CPU and drops
+// of a storm include its backlog. Other processes on the machine keep
+// producing records, so "caught up" is checked at each poll, not waited
+// for to become still.
+func (s *sensorProc) drained(ctx context.Context) (sensorState, error) {
+	deadline := time.Now().Add(drainTimeout)
+	for {
+		if err := sleep(ctx, drainPoll); err != nil {
+			return sensorState{}, err
+		}
+		cur, err := s.state(ctx)
+		if err != nil {
+			return cur, err
+		}
+		m := cur.metrics
+		if m[mDelivered]+m[mDrops] >= m[mKernel] || time.Now().After(deadline) {
+			return cur, nil
+		}
+	}
+}
+
+// delta is what the sensor spent and lost between two readings; CPU is
+// relative to the storm's wall time.
+func (b sensorState) delta(a sensorState, wall time.Duration) *sensorDelta {
+	d := func(k string) float64 { return a.metrics[k] - b.metrics[k] }
+	return &sensorDelta{
+		CPUPercent:    100 * (a.cpu - b.cpu).Seconds() / wall.Seconds(),
+		Drops:         d(mDrops),
+		KernelRecords: d(mKernel),
+		Delivered:     d(mDelivered),
+		ExecEvents:    d(mExecs),
+	}
+}
+
+// stop ends the sensor with SIGTERM (SIGKILL after stopTimeout) and removes
+// its event file.
+func (s *sensorProc) stop() error {
+	defer os.Remove(s.events)
+	select {
+	case <-s.exited:
+		return fmt.Errorf("the sensor (pid %d) exited on its own during the round (%v); its log:\n%s", s.pid, s.waitErr, s.logTail())
+	default:
+		if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("stopping the sensor (pid %d): %w", s.pid, err)
+		}
+		select {
+		case <-s.exited:
+		case <-time.After(stopTimeout):
+			_ = s.cmd.Process.Kill()
+			<-s.exited
+			return fmt.Errorf("the sensor (pid %d) ignored SIGTERM for %v and was killed; its log:\n%s", s.pid, stopTimeout, s.logTail())
+		}
+	}
+	if s.waitErr != nil {
+		s.log.Warn("the sensor exited with an error after SIGTERM", "pid", s.pid, "err", s.waitErr, "log", s.logTail())
+	}
+	return nil
+}
+
+func (s *sensorProc) logTail() string {
+	b, err := os.ReadFile(s.logPath)
+	if err != nil {
+		return fmt.Sprintf("(cannot read %s: %v)", s.logPath, err)
+	}
+	const max = 4000
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return string(b)
+}
+
+func numCPU() int { return runtime.NumCPU() }

@@ -1,0 +1,127 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigil-sec/vigil/internal/output"
+	"github.com/vigil-sec/vigil/internal/sensor"
+	ebpfsrc "github.com/vigil-sec/vigil/internal/source/ebpf"
+)
+
+type sensorFlags struct {
+	eventsOut     string
+	metricsAddr   string
+	source        string
+	ringSize      string
+	argvMax       int
+	fileEvents    bool
+	networkEvents bool
+	sensitive     []string
+	node          string
+	noSnapshot    bool
+}
+
+func newSensorCmd(g *globalFlags) *cobra.Command {
+	f := &sensorFlags{}
+	cmd := &cobra.Command{
+		Use:   "sensor",
+		Short: "Run the node sensor: eBPF telemetry, process tree, container attribution",
+		Long: `Run the node sensor. It observes process (exec, fork, exit), network (connect, bind,
+listen, accept, DNS) and file/privilege activity (writes, chmod +x, unlink, rename, sensitive reads,
+memfd, ptrace, module loads, setns/unshare, mount) through eBPF, attributes every event to its
+process ancestry and container/pod, and writes it out.
+
+Needs Linux >= 5.8 with BTF and root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN). Without eBPF
+(--source proc, or auto when eBPF cannot load) it falls back to the proc connector and says which
+event kinds it cannot see.`,
+		Example: `  # every event as one JSON object per line on stdout
+  vigil sensor --events-out -
+
+  # to a file, with Prometheus metrics and /healthz
+  vigil sensor --events-out /var/log/vigil/events.jsonl --metrics-addr 127.0.0.1:9464`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runSensor(cmd, g, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.eventsOut, "events-out", "", "write every event as JSON lines to FILE (appended), or - for stdout")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz on this address (e.g. 127.0.0.1:9464)")
+	fl.StringVar(&f.source, "source", sensor.ModeAuto, "event source: auto (eBPF, else proc connector), ebpf, proc")
+	fl.StringVar(&f.ringSize, "ring-size", "4MiB", "eBPF ring buffer size (power of two, >= 4KiB)")
+	fl.IntVar(&f.argvMax, "argv-max", 4096, "bytes of argv captured per exec (longer command lines are marked truncated)")
+	fl.BoolVar(&f.fileEvents, "file-events", true, "observe file and privilege syscalls (costs a slower path for every syscall; see docs/benchmarks.md)")
+	fl.BoolVar(&f.networkEvents, "network-events", true, "observe connect/bind/listen/accept/DNS")
+	fl.StringSliceVar(&f.sensitive, "sensitive-path", nil, "report read-only opens under this path prefix (repeatable; adds to the defaults)")
+	fl.StringVar(&f.node, "node", "", "node name put on events (default $NODE_NAME or the hostname)")
+	fl.BoolVar(&f.noSnapshot, "no-snapshot", false, "do not emit snapshot events for processes already running at start")
+	return cmd
+}
+
+func runSensor(cmd *cobra.Command, g *globalFlags, f *sensorFlags) error {
+	log, err := g.logger(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	if f.eventsOut == "" && f.metricsAddr == "" {
+		return fmt.Errorf("nothing to report to: pass --events-out FILE (or - for stdout) and/or --metrics-addr ADDR")
+	}
+	ring, err := parseSize(f.ringSize)
+	if err != nil {
+		return fmt.Errorf("--ring-size: %w", err)
+	}
+	if ring < 4096 || ring&(ring-1) != 0 {
+		return fmt.Errorf("--ring-size %s: must be a power of two of at least 4KiB (e.g. 4MiB, 16MiB)", f.ringSize)
+	}
+	if f.argvMax < 64 || f.argvMax > 32768 {
+		return fmt.Errorf("--argv-max %d: must be between 64 and 32768 bytes", f.argvMax)
+	}
+	switch f.source {
+	case sensor.ModeAuto, sensor.ModeEBPF, sensor.ModeProc:
+	default:
+		return fmt.Errorf("--source %q: use auto, ebpf or proc", f.source)
+	}
+
+	cfg := sensor.Config{
+		Mode:         f.source,
+		MetricsAddr:  f.metricsAddr,
+		Node:         f.node,
+		SkipSnapshot: f.noSnapshot,
+		Logger:       log,
+		EBPF: ebpfsrc.Config{
+			RingBytes:         ring,
+			ArgvMax:           f.argvMax,
+			FileEvents:        f.fileEvents,
+			NetworkEvents:     f.networkEvents,
+			SensitivePrefixes: append(append([]string(nil), ebpfsrc.DefaultSensitivePrefixes...), f.sensitive...),
+		},
+	}
+	if f.eventsOut != "" {
+		var w io.Writer = cmd.OutOrStdout()
+		if f.eventsOut != "-" {
+			file, err := os.OpenFile(f.eventsOut, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+			if err != nil {
+				return fmt.Errorf("--events-out: %w", err)
+			}
+			w = file
+		}
+		out := output.NewJSONL(w)
+		defer func() {
+			if err := out.Close(); err != nil {
+				log.Error("closing event output", "err", err)
+			}
+		}()
+		cfg.Sinks = append(cfg.Sinks, out)
+	}
+
+	s, err := sensor.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.Run(cmd.Context())
+}

@@ -1,0 +1,73 @@
+package sensor
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	events     *prometheus.CounterVec
+	sinkErrors prometheus.Counter
+}
+
+// newMetrics registers the sensor's metrics on its own registry (no
+// global state): counters read from the source at scrape time, so the
+// hot path only increments one counter per event.
+func newMetrics(s *Sensor) *metrics {
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_sensor_events_total", Help: "Events delivered to sinks, by kind.",
+		}, []string{"kind"}),
+		sinkErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_sensor_sink_errors_total", Help: "Events a sink failed to write (lost).",
+		}),
+	}
+	counter := func(name, help string, f func(c counters) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(f(s.src.counters())) })
+	}
+	missing := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "vigil_sensor_missing_kind", Help: "1 for each event kind the sensor cannot observe in its current mode.",
+	}, []string{"kind"})
+	for _, k := range s.src.Missing() {
+		missing.WithLabelValues(string(k)).Set(1)
+	}
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "vigil_sensor_source_info", Help: "The event source in use (label mode: ebpf or proc); 1 = active.",
+	}, []string{"mode"})
+	info.WithLabelValues(s.mode).Set(1)
+	degraded := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "vigil_sensor_degraded", Help: "1 when the sensor runs without eBPF (proc-connector fallback).",
+	})
+	if s.mode == ModeProc {
+		degraded.Set(1)
+	}
+	s.reg.MustRegister(
+		m.events, m.sinkErrors, missing, info, degraded,
+		counter("vigil_sensor_kernel_records_total", "Records the kernel tried to send to the sensor.",
+			func(c counters) uint64 { return c.Seen }),
+		counter("vigil_sensor_drops_total", "Records lost before the sensor could read them (ring full, netlink overrun).",
+			func(c counters) uint64 { return c.Dropped }),
+		counter("vigil_sensor_records_delivered_total", "Records the sensor decoded.",
+			func(c counters) uint64 { return c.Delivered }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "vigil_sensor_ring_pending_bytes", Help: "Bytes waiting in the eBPF ring buffer (ring fill).",
+		}, func() float64 { return float64(s.src.counters().RingPending) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "vigil_sensor_process_table_size", Help: "Processes tracked by the process tree (live and recently exited).",
+		}, func() float64 {
+			if s.tree == nil {
+				return 0
+			}
+			return float64(s.tree.Len())
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "vigil_sensor_process_table_evictions", Help: "Live processes evicted because the table was full.",
+		}, func() float64 {
+			if s.tree == nil {
+				return 0
+			}
+			return float64(s.tree.Evictions())
+		}),
+	)
+	return m
+}

@@ -1,0 +1,369 @@
+package sensor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigil-sec/vigil/internal/event"
+	ebpfsrc "github.com/vigil-sec/vigil/internal/source/ebpf"
+	"github.com/vigil-sec/vigil/internal/testenv"
+	"github.com/vigil-sec/vigil/internal/testutil/runc"
+)
+
+// collector is a Sink that keeps every event for assertions.
+type collector struct {
+	mu     sync.Mutex
+	events []*event.Event
+	notify chan struct{}
+}
+
+func newCollector() *collector { return &collector{notify: make(chan struct{}, 1)} }
+
+func (c *collector) Write(ev *event.Event) error {
+	cp := *ev
+	c.mu.Lock()
+	c.events = append(c.events, &cp)
+	c.mu.Unlock()
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// waitFor returns the first event matching pred, waiting up to d.
+func (c *collector) waitFor(t *testing.T, d time.Duration, what string, pred func(*event.Event) bool) *event.Event {
+	t.Helper()
+	deadline := time.After(d)
+	seen := 0
+	for {
+		c.mu.Lock()
+		for ; seen < len(c.events); seen++ {
+			if pred(c.events[seen]) {
+				ev := c.events[seen]
+				c.mu.Unlock()
+				return ev
+			}
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.notify:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("no %s within %s (%d events seen)", what, d, seen)
+			return nil
+		}
+	}
+}
+
+func (c *collector) all(pred func(*event.Event) bool) []*event.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*event.Event
+	for _, ev := range c.events {
+		if pred(ev) {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// startSensor runs a sensor for the rest of the test and returns what it
+// reports. It waits for the startup health event, so everything the test
+// does afterwards is observed.
+func startSensor(t *testing.T, cfg Config) (*Sensor, *collector) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	col := newCollector()
+	cfg.Sinks = append(cfg.Sinks, col)
+	cfg.Logger = testLogger(t)
+	cfg.SkipSnapshot = true
+	if cfg.EBPF.RingBytes == 0 {
+		cfg.EBPF = ebpfsrc.Config{RingBytes: 4 << 20, ArgvMax: 4096, FileEvents: true, NetworkEvents: true,
+			SensitivePrefixes: ebpfsrc.DefaultSensitivePrefixes}
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatalf("start sensor: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("sensor run: %v", err)
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("sensor close: %v", err)
+		}
+	})
+	col.waitFor(t, 20*time.Second, "startup health event", func(ev *event.Event) bool {
+		return ev.Kind == event.KindHealth
+	})
+	return s, col
+}
+
+func inContainer(id string) func(*event.Event) bool {
+	return func(ev *event.Event) bool { return ev.Container != nil && ev.Container.ID == id }
+}
+
+func argv0(ev *event.Event) string {
+	if len(ev.Process.Args) == 0 {
+		return ""
+	}
+	return ev.Process.Args[0]
+}
+
+// The headline path: a real container's processes arrive with the
+// container's id, full argv, their genealogy, network destinations and
+// exit codes.
+func TestContainerEventsCarryContainerArgvAncestryNetworkAndExit(t *testing.T) {
+	_, col := startSensor(t, Config{Mode: ModeEBPF})
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	img := runc.NewImage(t)
+	script := fmt.Sprintf("id; cat /etc/passwd; echo hello | nc 127.0.0.1 %d; exit 3", port)
+	c := img.NewContainer(t, runc.Options{Args: []string{"sh", "-c", script}, HostNetwork: true, Timeout: 30 * time.Second})
+	res, err := c.Run(context.Background())
+	if err != nil {
+		t.Fatalf("container: %v (stderr %q)", err, res.Stderr)
+	}
+	if res.ExitCode != 3 {
+		t.Fatalf("container exit code %d, want 3 (stdout %q stderr %q)", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	mine := inContainer(c.ID)
+	const wait = 10 * time.Second
+
+	id := col.waitFor(t, wait, "exec of id in the container", func(ev *event.Event) bool {
+		return mine(ev) && ev.Kind == event.KindExec && argv0(ev) == "id"
+	})
+	t.Run("exec carries the container's id and runtime", func(t *testing.T) {
+		if id.Container.Runtime != "runc" || id.Container.Host {
+			t.Fatalf("container = %+v, want runtime runc, not host", id.Container)
+		}
+		if id.Process.Cgroup != c.CgroupPath {
+			t.Fatalf("cgroup = %q, want %q", id.Process.Cgroup, c.CgroupPath)
+		}
+	})
+	t.Run("exec carries the executable path resolved through the applet symlink", func(t *testing.T) {
+		if id.Process.Exe != "/bin/busybox" {
+			t.Fatalf("exe = %q, want /bin/busybox", id.Process.Exe)
+		}
+		if id.Process.PidNS == 0 || id.Process.MntNS == 0 || id.Process.ExeInode == 0 {
+			t.Fatalf("namespaces/inode missing: %+v", id.Process)
+		}
+	})
+	t.Run("ancestry runs from the container shell up to runc", func(t *testing.T) {
+		if id.Parent == nil || len(id.Parent.Args) == 0 || id.Parent.Args[0] != "sh" {
+			t.Fatalf("parent = %+v, want the container's sh", id.Parent)
+		}
+		if len(id.Ancestry) < 2 {
+			t.Fatalf("ancestry too short: %+v", id.Ancestry)
+		}
+		if !strings.HasSuffix(id.Ancestry[1].Exe, "/runc") {
+			t.Fatalf("grandparent = %+v, want runc (the container's init was exec'd by runc)", id.Ancestry[1])
+		}
+		if got := strings.Join(id.Ancestry[0].Args, " "); got != "sh -c "+script {
+			t.Fatalf("parent argv = %q, want the full script", got)
+		}
+	})
+	t.Run("full argv of a child command", func(t *testing.T) {
+		col.waitFor(t, wait, "cat /etc/passwd", func(ev *event.Event) bool {
+			return mine(ev) && ev.Kind == event.KindExec && strings.Join(ev.Process.Args, " ") == "cat /etc/passwd"
+		})
+	})
+	t.Run("the connect to the loopback listener is attributed to nc in the container", func(t *testing.T) {
+		ev := col.waitFor(t, wait, "connect from nc", func(ev *event.Event) bool {
+			return mine(ev) && ev.Kind == event.KindConnect && ev.Network != nil && int(ev.Network.DstPort) == port
+		})
+		if ev.Network.DstIP != "127.0.0.1" || !ev.Network.ResultOK || ev.Network.Protocol != "tcp" {
+			t.Fatalf("network = %+v, want a successful tcp connect to 127.0.0.1", ev.Network)
+		}
+		if argv0(ev) != "nc" {
+			t.Fatalf("connect attributed to %q (%+v), want nc", argv0(ev), ev.Process)
+		}
+	})
+	t.Run("exit codes of the shell and of id", func(t *testing.T) {
+		sh := col.waitFor(t, wait, "exit of the container shell", func(ev *event.Event) bool {
+			return mine(ev) && ev.Kind == event.KindExit && ev.Process.PID == id.Parent.PID
+		})
+		if sh.Exit == nil || sh.Exit.Code != 3 {
+			t.Fatalf("shell exit = %+v, want code 3", sh.Exit)
+		}
+		idExit := col.waitFor(t, wait, "exit of id", func(ev *event.Event) bool {
+			return mine(ev) && ev.Kind == event.KindExit && ev.Process.PID == id.Process.PID
+		})
+		if idExit.Exit == nil || idExit.Exit.Code != 0 || idExit.Exit.Signal != 0 {
+			t.Fatalf("id exit = %+v, want code 0", idExit.Exit)
+		}
+	})
+}
+
+// Drift: a binary written into the container's writable layer is flagged,
+// the image's own binaries are not.
+func TestBinaryInTheUpperLayerIsFlaggedAndImageBinaryIsNot(t *testing.T) {
+	_, col := startSensor(t, Config{Mode: ModeEBPF})
+	img := runc.NewImage(t)
+	c := img.NewContainer(t, runc.Options{
+		Args:    []string{"sh", "-c", "/opt/dropped true; /bin/true image-binary"},
+		Overlay: true, Timeout: 30 * time.Second,
+	})
+	if err := os.MkdirAll(filepath.Join(c.UpperDir, "opt"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(c.UpperDir, "opt", "dropped"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := c.Run(context.Background()); err != nil || res.ExitCode != 0 {
+		t.Fatalf("container: %v exit %d stderr %q", err, res.ExitCode, res.Stderr)
+	}
+	mine := inContainer(c.ID)
+	dropped := col.waitFor(t, 10*time.Second, "exec of the dropped binary", func(ev *event.Event) bool {
+		return mine(ev) && ev.Kind == event.KindExec && ev.Process.Exe == "/opt/dropped"
+	})
+	if !dropped.Process.ExeUpperLayer {
+		t.Fatalf("binary in the upper layer not flagged: %+v", dropped.Process)
+	}
+	image := col.waitFor(t, 10*time.Second, "exec of the image binary", func(ev *event.Event) bool {
+		return mine(ev) && ev.Kind == event.KindExec && strings.Join(ev.Process.Args, " ") == "/bin/true image-binary"
+	})
+	if image.Process.ExeUpperLayer {
+		t.Fatalf("image binary flagged as upper layer: %+v", image.Process)
+	}
+}
+
+func TestHostProcessesCarryNoContainerID(t *testing.T) {
+	_, col := startSensor(t, Config{Mode: ModeEBPF})
+	marker := fmt.Sprintf("host-marker-%d", time.Now().UnixNano())
+	if err := exec.Command("/bin/sh", "-c", "true "+marker).Run(); err != nil {
+		t.Fatal(err)
+	}
+	ev := col.waitFor(t, 10*time.Second, "exec of the host command", func(ev *event.Event) bool {
+		return ev.Kind == event.KindExec && strings.Contains(strings.Join(ev.Process.Args, " "), marker)
+	})
+	if ev.Container == nil || !ev.Container.Host || ev.Container.ID != "" {
+		t.Fatalf("host process attributed to %+v, want host with no id", ev.Container)
+	}
+}
+
+// Degraded mode: without eBPF the sensor still reports exec and exit, and
+// says what it cannot see.
+func TestProcFallbackReportsExecAndExitAndWarns(t *testing.T) {
+	s, col := startSensor(t, Config{Mode: ModeProc})
+	if s.Mode() != ModeProc {
+		t.Fatalf("mode = %s", s.Mode())
+	}
+	h := col.waitFor(t, time.Second, "degraded health event", func(ev *event.Event) bool {
+		return ev.Kind == event.KindHealth && ev.Health.Status == "degraded"
+	})
+	missing := fmt.Sprint(h.Health.Missing)
+	for _, k := range []event.Kind{event.KindConnect, event.KindOpen, event.KindDNS} {
+		if !strings.Contains(missing, string(k)) {
+			t.Errorf("degraded health event does not list %s as missing: %v", k, h.Health.Missing)
+		}
+	}
+	marker := fmt.Sprintf("proc-marker-%d", time.Now().UnixNano())
+	if err := exec.Command("/bin/sh", "-c", "sleep 0.2; exit 4", marker).Run(); err == nil {
+		t.Fatal("want exit status 4")
+	}
+	ex := col.waitFor(t, 10*time.Second, "exec in proc mode", func(ev *event.Event) bool {
+		return ev.Kind == event.KindExec && strings.Contains(strings.Join(ev.Process.Args, " "), marker)
+	})
+	exit := col.waitFor(t, 10*time.Second, "exit in proc mode", func(ev *event.Event) bool {
+		return ev.Kind == event.KindExit && ev.Process.PID == ex.Process.PID
+	})
+	if exit.Exit.Code != 4 {
+		t.Fatalf("exit = %+v, want code 4", exit.Exit)
+	}
+}
+
+// auto mode must fall back, loudly, when eBPF cannot load.
+func TestAutoModeFallsBackToProcWhenEBPFCannotLoad(t *testing.T) {
+	cfg := Config{Mode: ModeAuto}
+	// A ring the kernel refuses (not a power of two) makes eBPF loading fail
+	// for real.
+	cfg.EBPF = ebpfsrc.Config{RingBytes: 12345, ArgvMax: 4096}
+	s, col := startSensor(t, cfg)
+	if s.Mode() != ModeProc {
+		t.Fatalf("mode = %s, want the proc fallback", s.Mode())
+	}
+	col.waitFor(t, time.Second, "degraded health event", func(ev *event.Event) bool {
+		return ev.Kind == event.KindHealth && ev.Health.Status == "degraded"
+	})
+}
+
+// Operators watch /metrics and /healthz: the names below are documented
+// and dashboards depend on them.
+func TestMetricsAndHealthAreServed(t *testing.T) {
+	s, col := startSensor(t, Config{Mode: ModeEBPF, MetricsAddr: "127.0.0.1:0"})
+	if err := exec.Command("/bin/true").Run(); err != nil {
+		t.Fatal(err)
+	}
+	col.waitFor(t, 10*time.Second, "an exec event", func(ev *event.Event) bool { return ev.Kind == event.KindExec })
+	base := "http://" + s.MetricsAddr()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != http.StatusOK || !strings.Contains(body, `"ok":true`) {
+		t.Fatalf("/healthz = %d %s", code, body)
+	}
+	_, body := get("/metrics")
+	for _, want := range []string{
+		`vigil_sensor_events_total{kind="exec"}`,
+		"vigil_sensor_drops_total 0",
+		"vigil_sensor_kernel_records_total",
+		"vigil_sensor_process_table_size",
+		"vigil_sensor_ring_pending_bytes",
+		`vigil_sensor_source_info{mode="ebpf"} 1`,
+		"vigil_sensor_degraded 0",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
