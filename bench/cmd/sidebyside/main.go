@@ -54,11 +54,11 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("sidebyside", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.BoolVar(&o.quick, "quick", false, "smoke run: 2 rounds per mode and shorter storms (about 1 minute)")
-	fs.IntVar(&o.pairs, "pairs", 0, "rounds per mode; each round runs without the sensor and with each configuration (default 6, -quick 2)")
-	fs.DurationVar(&o.execDur, "exec", 0, "exec storm duration per round (default 3s, -quick 1.5s)")
-	fs.DurationVar(&o.connectDur, "connect", 0, "connect storm duration per round (default 2s, -quick 1s)")
-	fs.DurationVar(&o.syscallDur, "syscall", 0, "getppid and read storm durations per round (default 1s, -quick 0.5s)")
+	fs.BoolVar(&o.quick, "quick", false, "smoke run: 3 rounds per mode and shorter storms (about 1 minute)")
+	fs.IntVar(&o.pairs, "pairs", 0, "rounds per mode; each round runs without the sensor and with each configuration (default 10, -quick 3)")
+	fs.DurationVar(&o.execDur, "exec", 0, "exec storm duration per round (default 2s, -quick 1s)")
+	fs.DurationVar(&o.connectDur, "connect", 0, "connect storm duration per round (default 1s, -quick 0.5s)")
+	fs.DurationVar(&o.syscallDur, "syscall", 0, "getppid and read storm durations per round (default 0.5s, -quick 0.3s)")
 	fs.DurationVar(&o.gap, "gap", 300*time.Millisecond, "pause between storms, so the sensor drains before the next one")
 	fs.StringVar(&o.vigil, "vigil", "", "use this vigil binary instead of building ./cmd/vigil")
 	fs.StringVar(&o.results, "results", "bench/results", "directory for the raw JSON results (relative to the repository root; empty: none)")
@@ -77,13 +77,16 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 			}
 		}
 	}
-	def(&o.execDur, 3*time.Second, 1500*time.Millisecond)
-	def(&o.connectDur, 2*time.Second, time.Second)
-	def(&o.syscallDur, time.Second, 500*time.Millisecond)
+	// Many short rounds beat few long ones on a shared machine: each ratio
+	// pairs storms seconds apart, and the median of many pairs shrugs off
+	// the rounds another job disturbed.
+	def(&o.execDur, 2*time.Second, time.Second)
+	def(&o.connectDur, time.Second, 500*time.Millisecond)
+	def(&o.syscallDur, 500*time.Millisecond, 300*time.Millisecond)
 	if o.pairs == 0 {
-		o.pairs = 6
+		o.pairs = 10
 		if o.quick {
-			o.pairs = 2
+			o.pairs = 3
 		}
 	}
 	if o.pairs < 1 || o.pairs > 50 {

@@ -60,6 +60,24 @@ type paired struct {
 	off, on []float64 // the rates
 }
 
+// noiseFloor pairs each round without the sensor with the previous one:
+// ratios a sensor that costs nothing would show on this machine.
+func noiseFloor(res *results, workload string) (rate, perCPU []float64) {
+	var prev *stormResult
+	for _, s := range res.Samples {
+		if s.Workload != workload || s.Mode != modeOff {
+			continue
+		}
+		cur := s.Storm
+		if prev != nil && prev.Rate > 0 && prev.CPU > 0 && cur.CPU > 0 {
+			rate = append(rate, cur.Rate/prev.Rate)
+			perCPU = append(perCPU, (float64(cur.Ops)/cur.CPU)/(float64(prev.Ops)/prev.CPU))
+		}
+		prev = &cur
+	}
+	return rate, perCPU
+}
+
 func pairedRatios(res *results, workload, cfg string) paired {
 	offBy := map[int]stormResult{}
 	for _, s := range res.Samples {
@@ -109,6 +127,12 @@ func buildReport(res *results, workloads []string) *report {
 				rs.format("%.3f"),
 				g.text, g.met(rs.Median),
 				cs.format("%.3f"), g.met(cs.Median),
+			})
+		}
+		if rate, perCPU := noiseFloor(res, w); len(rate) > 0 {
+			r.ratioRows = append(r.ratioRows, []string{
+				workloadTitles[w] + ", no sensor vs no sensor (noise floor)", "", "",
+				summarize(rate).format("%.3f"), "(info)", "—", summarize(perCPU).format("%.3f"), "—",
 			})
 		}
 	}

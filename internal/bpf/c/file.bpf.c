@@ -140,6 +140,8 @@ static __always_inline int stash(struct pending *p)
 }
 
 #define ARG(i) (ctx->args[i])
+/* fds are ints: callers may pass them zero-extended (AT_FDCWD as 0xffffff9c). */
+#define FD(i) ((long)(int)ctx->args[i])
 
 static __always_inline int open_common(struct trace_event_raw_sys_enter *ctx, __u16 sc, long dfd,
 				       __u64 path, __u64 flags, __u64 mode)
@@ -166,7 +168,7 @@ int enter_creat(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_openat")
 int enter_openat(struct trace_event_raw_sys_enter *ctx)
 {
-	return open_common(ctx, SC_OPENAT, (long)ARG(0), ARG(1), ARG(2), ARG(3));
+	return open_common(ctx, SC_OPENAT, FD(0), ARG(1), ARG(2), ARG(3));
 }
 
 SEC("tracepoint/syscalls/sys_enter_openat2")
@@ -174,7 +176,7 @@ int enter_openat2(struct trace_event_raw_sys_enter *ctx)
 {
 	struct open_how how = {};
 	bpf_probe_read_user(&how, sizeof(how), (void *)ARG(2));
-	return open_common(ctx, SC_OPENAT2, (long)ARG(0), ARG(1), how.flags, how.mode);
+	return open_common(ctx, SC_OPENAT2, FD(0), ARG(1), how.flags, how.mode);
 }
 
 static __always_inline int chmod_common(__u16 sc, __u8 kind, long dfd, __u64 path, __u64 mode, __u64 flags)
@@ -195,19 +197,19 @@ int enter_chmod(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_fchmod")
 int enter_fchmod(struct trace_event_raw_sys_enter *ctx)
 {
-	return chmod_common(SC_FCHMOD, STR_FD, (long)ARG(0), 0, ARG(1), 0);
+	return chmod_common(SC_FCHMOD, STR_FD, FD(0), 0, ARG(1), 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_fchmodat")
 int enter_fchmodat(struct trace_event_raw_sys_enter *ctx)
 {
-	return chmod_common(SC_FCHMODAT, STR_PATH, (long)ARG(0), ARG(1), ARG(2), 0);
+	return chmod_common(SC_FCHMODAT, STR_PATH, FD(0), ARG(1), ARG(2), 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_fchmodat2")
 int enter_fchmodat2(struct trace_event_raw_sys_enter *ctx)
 {
-	return chmod_common(SC_FCHMODAT2, STR_PATH, (long)ARG(0), ARG(1), ARG(2), ARG(3));
+	return chmod_common(SC_FCHMODAT2, STR_PATH, FD(0), ARG(1), ARG(2), ARG(3));
 }
 
 static __always_inline int unlink_common(__u16 sc, long dfd, __u64 path, __u64 flags)
@@ -225,7 +227,7 @@ int enter_unlink(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_unlinkat")
 int enter_unlinkat(struct trace_event_raw_sys_enter *ctx)
 {
-	return unlink_common(SC_UNLINKAT, (long)ARG(0), ARG(1), ARG(2));
+	return unlink_common(SC_UNLINKAT, FD(0), ARG(1), ARG(2));
 }
 
 static __always_inline int rename_common(__u16 sc, long odfd, __u64 old, long ndfd, __u64 new, __u64 flags)
@@ -244,13 +246,13 @@ int enter_rename(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_renameat")
 int enter_renameat(struct trace_event_raw_sys_enter *ctx)
 {
-	return rename_common(SC_RENAMEAT, (long)ARG(0), ARG(1), (long)ARG(2), ARG(3), 0);
+	return rename_common(SC_RENAMEAT, FD(0), ARG(1), FD(2), ARG(3), 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_renameat2")
 int enter_renameat2(struct trace_event_raw_sys_enter *ctx)
 {
-	return rename_common(SC_RENAMEAT2, (long)ARG(0), ARG(1), (long)ARG(2), ARG(3), ARG(4));
+	return rename_common(SC_RENAMEAT2, FD(0), ARG(1), FD(2), ARG(3), ARG(4));
 }
 
 SEC("tracepoint/syscalls/sys_enter_memfd_create")
@@ -263,7 +265,7 @@ int enter_memfd_create(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_ptrace")
 int enter_ptrace(struct trace_event_raw_sys_enter *ctx)
 {
-	long req = (long)ARG(0);
+	long req = FD(0);
 	/* PTRACE_POKETEXT, POKEDATA, POKEUSER, ATTACH, SEIZE */
 	if (req != 4 && req != 5 && req != 6 && req != 16 && req != 0x4206)
 		return 0;
@@ -281,7 +283,7 @@ int enter_init_module(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_finit_module")
 int enter_finit_module(struct trace_event_raw_sys_enter *ctx)
 {
-	struct pending p = {.sc = SC_FINIT_MODULE, .type = REC_MODULE, .k1 = STR_FD, .dfd1 = (long)ARG(0),
+	struct pending p = {.sc = SC_FINIT_MODULE, .type = REC_MODULE, .k1 = STR_FD, .dfd1 = FD(0),
 			    .k2 = STR_USER, .p2 = ARG(1), .flags = ARG(2)};
 	return stash(&p);
 }
@@ -289,7 +291,7 @@ int enter_finit_module(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_setns")
 int enter_setns(struct trace_event_raw_sys_enter *ctx)
 {
-	struct pending p = {.sc = SC_SETNS, .type = REC_SETNS, .k1 = STR_FD, .dfd1 = (long)ARG(0), .arg = ARG(1)};
+	struct pending p = {.sc = SC_SETNS, .type = REC_SETNS, .k1 = STR_FD, .dfd1 = FD(0), .arg = ARG(1)};
 	return stash(&p);
 }
 
@@ -362,6 +364,7 @@ static __always_inline __u64 write_str(char *dst, __u8 kind, long dfd, __u64 ptr
 			dst[pos] = '/';
 			pos++;
 		} else {
+			dst[0] = '/';
 			pos = 1;
 		}
 	}
@@ -429,21 +432,21 @@ int exit_file(struct trace_event_raw_sys_exit *ctx)
 		rflags |= FREC_SENSITIVE;
 	}
 	r->len1 = n;
-	off = r->len1;
+	off = VOLATILE_READ(r->len1);
 
 	t = 0;
 	n = write_str(r->data + clamp(off, SECTION_MASK), p.k2, p.dfd2, p.p2, &t);
 	if (t)
 		rflags |= FREC_TRUNC2;
 	r->len2 = n;
-	off += r->len2;
+	off += VOLATILE_READ(r->len2);
 
 	t = 0;
 	n = write_str(r->data + clamp(off, SECTION_MASK), p.k3, 0, p.p3, &t);
 	if (t)
 		rflags |= FREC_TRUNC3;
 	r->len3 = n;
-	off += r->len3;
+	off += VOLATILE_READ(r->len3);
 
 	r->result = ret;
 	r->flags = p.flags;

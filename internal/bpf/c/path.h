@@ -5,7 +5,8 @@
  * seen from a root (normally the task's fs->root): it walks d_parent up to
  * the mount root, crosses to the parent mount at mountpoints, and stops at
  * the given root or the global root. Components are collected first (at
- * most PATH_DEPTH) and then written root-first, so the buffer holds a
+ * most PATH_DEPTH + 8 steps; a deeper path keeps its leaf end and is
+ * flagged truncated) and then written root-first, so the buffer holds a
  * normal absolute path ("/usr/bin/true") with no NUL.
  *
  * write_kernfs_path() does the same for a cgroup's kernfs node.
@@ -19,7 +20,7 @@
 
 #include "common.h"
 
-#define PATH_DEPTH 32   /* components rendered; deeper paths keep their last 32 */
+#define PATH_DEPTH 32   /* walk steps (components + mount crossings) = PATH_DEPTH + 8 */
 #define NAME_LEN 256    /* NAME_MAX + NUL */
 #define PATH_CAP 4096   /* bytes of one rendered path */
 
@@ -63,6 +64,10 @@ static __always_inline __u64 clamp(__u64 v, __u64 max)
 	return v;
 }
 
+/* READ_ONCE-style load: the compiler must reload from memory (so the
+ * verifier sees an unknown value) instead of forwarding a stored register. */
+#define VOLATILE_READ(x) (*(volatile typeof(x) *)&(x))
+
 static __always_inline struct mount *real_mount(struct vfsmount *vfsmnt)
 {
 	return (struct mount *)((char *)vfsmnt - bpf_core_field_offset(struct mount, mnt));
@@ -77,13 +82,13 @@ static __always_inline __u64 emit_names(char *dst, struct path_scratch *ps, int 
 {
 	ps->pos = 0;
 	for (__u32 j = 0; j < PATH_SLOTS; j++) {
-		__u64 cnt = ps->cnt;
+		__u64 cnt = VOLATILE_READ(ps->cnt);
 		if (j >= cnt)
 			break;
 		__u64 p = ps->ptrs[(cnt - 1 - j) & (PATH_SLOTS - 1)];
 		if (!p)
 			continue;
-		__u64 pos = ps->pos & (PATH_CAP - 1);
+		__u64 pos = VOLATILE_READ(ps->pos) & (PATH_CAP - 1);
 		if (pos > PATH_CAP - NAME_LEN - 1) {
 			*flags |= PATHF_TRUNC;
 			break;
@@ -97,12 +102,12 @@ static __always_inline __u64 emit_names(char *dst, struct path_scratch *ps, int 
 		long r = bpf_probe_read_kernel_str(dst + pos + 1, NAME_LEN, name);
 		ps->pos = pos + (r > 1 ? r : 1);
 	}
-	if (ps->pos == 0) {
+	if (VOLATILE_READ(ps->pos) == 0) {
 		dst[0] = '/';
 		ps->pos = 1;
 	}
 	/* Re-read from the map: one verifier state whatever path led here. */
-	return ps->pos & (PATH_CAP - 1);
+	return VOLATILE_READ(ps->pos) & (PATH_CAP - 1);
 }
 
 /* write_path renders path {dentry, vfsmnt} relative to root into dst. */

@@ -122,7 +122,7 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		flags |= EXEC_EXE_TRUNC;
 	n = clamp(n, PATH_CAP);
 	r->exe_len = n;
-	off = r->exe_len;
+	off = VOLATILE_READ(r->exe_len);
 
 	/* argv */
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
@@ -145,9 +145,8 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		flags |= EXEC_ARGV_TRUNC;
 	}
 	r->argv_len = len;
-	off += r->argv_len;
+	off += VOLATILE_READ(r->argv_len);
 
-#ifndef NO_CWD
 	/* cwd */
 	pf = 0;
 	dst = r->data + clamp(off, SECTION_MASK);
@@ -158,10 +157,8 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		flags |= EXEC_CWD_TRUNC;
 	n = clamp(n, PATH_CAP);
 	r->cwd_len = n;
-	off += r->cwd_len;
+	off += VOLATILE_READ(r->cwd_len);
 
-#endif
-#ifndef NO_CGROUP
 	/* cgroup path of the attributed cgroup */
 	pf = 0;
 	dst = r->data + clamp(off, SECTION_MASK);
@@ -173,9 +170,8 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 		flags |= EXEC_CGROUP_TRUNC;
 	n = clamp(n, PATH_CAP);
 	r->cgroup_len = n;
-	off += r->cgroup_len;
+	off += VOLATILE_READ(r->cgroup_len);
 
-#endif
 	r->flags = flags;
 	r->_pad = 0;
 	__u64 size = clamp(offsetof(struct exec_rec, data) + (__u64)off, sizeof(*r));

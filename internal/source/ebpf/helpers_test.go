@@ -15,7 +15,7 @@ import (
 
 // memoryRow returns the row index of the "memory" controller in
 // /proc/cgroups (its v1 subsystem id), or -1 on a pure cgroup v2 host.
-func memoryRow(t *testing.T) int {
+func memoryRow(t testing.TB) int {
 	t.Helper()
 	f, err := os.Open("/proc/cgroups")
 	if err != nil {
@@ -43,14 +43,25 @@ func memoryRow(t *testing.T) int {
 
 // collector runs a Source and records what it emits.
 type collector struct {
-	src    *Source
-	mu     sync.Mutex
-	events []*event.Event
-	cancel context.CancelFunc
-	done   chan error
+	src     *Source
+	mu      sync.Mutex
+	events  []*event.Event
+	cancel  context.CancelFunc
+	ctx     context.Context
+	started bool
+	done    chan error
 }
 
-func startSource(t *testing.T, cfg Config) *collector {
+func startSource(t testing.TB, cfg Config) *collector {
+	t.Helper()
+	c := startStalled(t, cfg)
+	c.run()
+	return c
+}
+
+// startStalled loads and attaches a Source without reading it (the ring
+// fills up) until run is called.
+func startStalled(t testing.TB, cfg Config) *collector {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.Require(t, Check() == nil, "eBPF prerequisites: "+errString(Check()))
@@ -62,24 +73,30 @@ func startSource(t *testing.T, cfg Config) *collector {
 		t.Fatalf("New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &collector{src: src, cancel: cancel, done: make(chan error, 1)}
-	go func() {
-		c.done <- src.Run(ctx, func(ev *event.Event) {
-			c.mu.Lock()
-			c.events = append(c.events, ev)
-			c.mu.Unlock()
-		})
-	}()
+	c := &collector{src: src, cancel: cancel, done: make(chan error, 1), ctx: ctx}
 	t.Cleanup(func() {
 		cancel()
-		if err := <-c.done; err != nil {
-			t.Errorf("Run: %v", err)
+		if c.started {
+			if err := <-c.done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
 		}
 		if err := src.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 	})
 	return c
+}
+
+func (c *collector) run() {
+	c.started = true
+	go func() {
+		c.done <- c.src.Run(c.ctx, func(ev *event.Event) {
+			c.mu.Lock()
+			c.events = append(c.events, ev)
+			c.mu.Unlock()
+		})
+	}()
 }
 
 func errString(err error) string {
