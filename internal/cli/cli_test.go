@@ -40,7 +40,7 @@ func TestSensorRejectsBadFlagsWithAdvice(t *testing.T) {
 		{"a ring size that is not a power of two is refused", []string{"sensor", "--events-out", "-", "--ring-size", "3MiB"}, "power of two"},
 		{"a ring size that is not a size is refused", []string{"sensor", "--events-out", "-", "--ring-size", "big"}, "not a size"},
 		{"an unknown source is refused", []string{"sensor", "--events-out", "-", "--source", "kprobe"}, "use auto, ebpf or proc"},
-		{"a tiny argv cap is refused", []string{"sensor", "--events-out", "-", "--argv-max", "3"}, "between 64 and 32768"},
+		{"a tiny argv cap is refused", []string{"sensor", "--events-out", "-", "--argv-max", "3"}, "between 64 and 4096"},
 		{"an unknown log level is refused", []string{"--log-level", "loud", "sensor", "--events-out", "-"}, "--log-level"},
 	}
 	for _, c := range cases {

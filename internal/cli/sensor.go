@@ -77,8 +77,8 @@ func runSensor(cmd *cobra.Command, g *globalFlags, f *sensorFlags) error {
 	if ring < 4096 || ring&(ring-1) != 0 {
 		return fmt.Errorf("--ring-size %s: must be a power of two of at least 4KiB (e.g. 4MiB, 16MiB)", f.ringSize)
 	}
-	if f.argvMax < 64 || f.argvMax > 32768 {
-		return fmt.Errorf("--argv-max %d: must be between 64 and 32768 bytes", f.argvMax)
+	if f.argvMax < 64 || f.argvMax > 4096 {
+		return fmt.Errorf("--argv-max %d: must be between 64 and 4096 bytes", f.argvMax)
 	}
 	switch f.source {
 	case sensor.ModeAuto, sensor.ModeEBPF, sensor.ModeProc:

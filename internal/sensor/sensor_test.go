@@ -349,8 +349,8 @@ func TestProcFallbackReportsExecAndExitAndWarns(t *testing.T) {
 // auto mode must fall back, loudly, when eBPF cannot load.
 func TestAutoModeFallsBackToProcWhenEBPFCannotLoad(t *testing.T) {
 	cfg := Config{Mode: ModeAuto}
-	// A ring the kernel refuses (not a power of two) makes eBPF loading fail
-	// for real.
+	// A ring size that is not a power of two makes the eBPF source refuse
+	// to load.
 	cfg.EBPF = ebpfsrc.Config{RingBytes: 12345, ArgvMax: 4096}
 	s, col := startSensor(t, cfg)
 	if s.Mode() != ModeProc {
@@ -395,5 +395,70 @@ func TestMetricsAndHealthAreServed(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// Drops are never silent: with a tiny ring and a stalled consumer the
+// sensor loses events, counts every one of them exactly, and reports them
+// as health events.
+func TestDropsAreCountedExactlyAndReportedAsHealthEvents(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	stall := SinkFunc(func(ev *event.Event) error {
+		if ev.Kind == event.KindExec && strings.Contains(strings.Join(ev.Process.Args, " "), "vigil-stall") {
+			<-release // the reader stops here while the kernel keeps producing
+		}
+		return nil
+	})
+	cfg := Config{Mode: ModeEBPF, HealthInterval: 100 * time.Millisecond, Sinks: []Sink{stall}}
+	cfg.EBPF = ebpfsrc.Config{RingBytes: 4096, ArgvMax: 4096}
+	s, col := startSensor(t, cfg)
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+
+	if err := exec.Command("/bin/true", "vigil-stall").Run(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // let the reader reach the stalled sink
+	for i := 0; i < 200; i++ {
+		if err := exec.Command("/bin/true").Run(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	once.Do(func() { close(release) })
+
+	col.waitFor(t, 10*time.Second, "a drops health event", func(ev *event.Event) bool {
+		return ev.Kind == event.KindHealth && ev.Health.Status == "drops"
+	})
+	// Let the reader drain, then compare the books.
+	var seen, dropped, delivered uint64
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		seen, dropped, delivered = s.Counters()
+		if seen == dropped+delivered || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if dropped == 0 {
+		t.Fatalf("no drops counted (seen %d, delivered %d): the ring did not overflow", seen, delivered)
+	}
+	if seen-delivered != dropped {
+		t.Fatalf("kernel seen %d - delivered %d = %d, but %d dropped were counted", seen, delivered, seen-delivered, dropped)
+	}
+	// Every dropped record appears in some health event (the last one may
+	// still be pending: wait for the sum to catch up).
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		var reported uint64
+		for _, ev := range col.all(func(ev *event.Event) bool { return ev.Kind == event.KindHealth && ev.Health.Status == "drops" }) {
+			reported += ev.Health.Drops
+		}
+		if reported == dropped {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health events report %d drops, counters say %d", reported, dropped)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
