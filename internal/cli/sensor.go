@@ -23,6 +23,7 @@ type sensorFlags struct {
 	sensitive     []string
 	node          string
 	noSnapshot    bool
+	pprof         bool
 }
 
 func newSensorCmd(g *globalFlags) *cobra.Command {
@@ -58,6 +59,7 @@ event kinds it cannot see.`,
 	fl.BoolVar(&f.networkEvents, "network-events", true, "observe connect/bind/listen/accept/DNS")
 	fl.StringSliceVar(&f.sensitive, "sensitive-path", nil, "report read-only opens under this path prefix (repeatable; adds to the defaults)")
 	fl.StringVar(&f.node, "node", "", "node name put on events (default $NODE_NAME or the hostname)")
+	fl.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiler under /debug/pprof/ on --metrics-addr")
 	fl.BoolVar(&f.noSnapshot, "no-snapshot", false, "do not emit snapshot events for processes already running at start")
 	return cmd
 }
@@ -91,6 +93,7 @@ func runSensor(cmd *cobra.Command, g *globalFlags, f *sensorFlags) error {
 		MetricsAddr:  f.metricsAddr,
 		Node:         f.node,
 		SkipSnapshot: f.noSnapshot,
+		Pprof:        f.pprof,
 		Logger:       log,
 		EBPF: ebpfsrc.Config{
 			RingBytes:         ring,

@@ -56,6 +56,8 @@ type Config struct {
 	Sinks []Sink
 	// MetricsAddr, when set, serves /metrics and /healthz.
 	MetricsAddr string
+	// Pprof also serves /debug/pprof/ on MetricsAddr.
+	Pprof bool
 	// Node names this host in events (default: hostname).
 	Node string
 	// HealthInterval is how often drop counters are checked (default 1s).
@@ -154,7 +156,11 @@ func New(cfg Config) (*Sensor, error) {
 	s.tree = proctree.New(proctree.Options{ProcRoot: cfg.ProcRoot, CgroupController: layout.Controller})
 	s.metrics = newMetrics(s)
 	if cfg.MetricsAddr != "" {
-		srv, err := telemetry.Serve(cfg.MetricsAddr, s.reg, s.health, s.log)
+		var opts []telemetry.Option
+		if cfg.Pprof {
+			opts = append(opts, telemetry.WithPprof())
+		}
+		srv, err := telemetry.Serve(cfg.MetricsAddr, s.reg, s.health, s.log, opts...)
 		if err != nil {
 			s.src.Close()
 			return nil, err

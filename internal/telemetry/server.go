@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,9 +32,24 @@ type Server struct {
 	done chan error
 }
 
+// Option configures Serve.
+type Option func(*http.ServeMux)
+
+// WithPprof also serves Go's profiler under /debug/pprof/ (for measuring
+// the sensor's own cost; keep the address private).
+func WithPprof() Option {
+	return func(mux *http.ServeMux) {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+}
+
 // Serve listens on addr ("127.0.0.1:0" picks a free port) and serves
 // /metrics from reg and /healthz from health.
-func Serve(addr string, reg *prometheus.Registry, health func() Health, log *slog.Logger) (*Server, error) {
+func Serve(addr string, reg *prometheus.Registry, health func() Health, log *slog.Logger, opts ...Option) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics endpoint: listen on %s: %w (pick a free address with --metrics-addr)", addr, err)
@@ -48,6 +64,9 @@ func Serve(addr string, reg *prometheus.Registry, health func() Health, log *slo
 		}
 		_ = json.NewEncoder(w).Encode(h)
 	})
+	for _, o := range opts {
+		o(mux)
+	}
 	s := &Server{
 		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
 		addr: ln.Addr().String(),

@@ -4,7 +4,7 @@
 // rate ratios as median [min–max] together with the sensor's drops, CPU and
 // memory. It must run as root, from the vigil repository:
 //
-//	go run ./bench/cmd/sidebyside          # full run, about 4–5 minutes
+//	go run ./bench/cmd/sidebyside          # full run, about 4 minutes
 //	go run ./bench/cmd/sidebyside -quick   # smoke run, about 1 minute
 //
 // See docs/benchmarks.md for what each number means.

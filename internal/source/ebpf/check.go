@@ -20,20 +20,34 @@ func Check() error {
 	if err := unix.Uname(&uts); err != nil {
 		return fmt.Errorf("ebpf source: uname: %w", err)
 	}
-	rel := unix.ByteSliceToString(uts.Release[:])
-	if major, minor, ok := kernelVersion(rel); ok && (major < 5 || major == 5 && minor < 8) {
-		return fmt.Errorf("ebpf source: kernel %s is too old: BPF ring buffers need Linux ≥ 5.8 (%s)", rel, fallbackHint)
+	return check(hostPaths{
+		release: unix.ByteSliceToString(uts.Release[:]),
+		btf:     "/sys/kernel/btf/vmlinux",
+		tracefs: []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"},
+		status:  "/proc/self/status",
+	})
+}
+
+// hostPaths are what Check inspects: the kernel release and the files that
+// show BTF, tracefs and the process's capabilities.
+type hostPaths struct {
+	release string   // uname -r
+	btf     string   // kernel BTF file
+	tracefs []string // tracefs events directories; one must exist
+	status  string   // /proc/self/status (CapEff)
+}
+
+func check(h hostPaths) error {
+	if major, minor, ok := kernelVersion(h.release); ok && (major < 5 || major == 5 && minor < 8) {
+		return fmt.Errorf("ebpf source: kernel %s is too old: BPF ring buffers need Linux ≥ 5.8 (%s)", h.release, fallbackHint)
 	}
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		return fmt.Errorf("ebpf source: no kernel BTF at /sys/kernel/btf/vmlinux: needs a kernel built with CONFIG_DEBUG_INFO_BTF (Linux ≥ 5.8) (%s): %w", fallbackHint, err)
+	if _, err := os.Stat(h.btf); err != nil {
+		return fmt.Errorf("ebpf source: no kernel BTF at %s: needs a kernel built with CONFIG_DEBUG_INFO_BTF (Linux ≥ 5.8) (%s): %w", h.btf, fallbackHint, err)
 	}
-	if !tracefsMounted() {
+	if !tracefsMounted(h.tracefs) {
 		return fmt.Errorf("ebpf source: tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` (%s)", fallbackHint)
 	}
-	if err := checkCaps(); err != nil {
-		return err
-	}
-	return nil
+	return checkCaps(h.status)
 }
 
 func kernelVersion(rel string) (major, minor int, ok bool) {
@@ -46,8 +60,8 @@ func kernelVersion(rel string) (major, minor int, ok bool) {
 	return major, minor, err1 == nil && err2 == nil
 }
 
-func tracefsMounted() bool {
-	for _, p := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
+func tracefsMounted(dirs []string) bool {
+	for _, p := range dirs {
 		if st, err := os.Stat(p); err == nil && st.IsDir() {
 			return true
 		}
@@ -61,8 +75,8 @@ const (
 	capBPF      = 39
 )
 
-func checkCaps() error {
-	b, err := os.ReadFile("/proc/self/status")
+func checkCaps(status string) error {
+	b, err := os.ReadFile(status)
 	if err != nil {
 		return nil // cannot tell; the load itself reports EPERM
 	}
