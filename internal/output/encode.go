@@ -406,6 +406,25 @@ func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Skip 8 plain bytes at a time. For a word v, (v - 0x01…01) &^ v &
+		// 0x80…80 is non-zero exactly when some byte of v is zero ("has a
+		// byte below n" likewise with n·0x01…01, for n <= 0x80).
+		for ; i+8 <= len(s); i += 8 {
+			const lo, hi = 0x0101010101010101, 0x8080808080808080
+			w := s[i : i+8]
+			x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+				uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+			quote, backslash := x^(lo*'"'), x^(lo*'\\')
+			special := x | // a byte >= 0x80: part of a multi-byte rune
+				(x-lo*0x20)&^x | // a control byte
+				(quote-lo)&^quote | (backslash-lo)&^backslash
+			if special&hi != 0 {
+				break
+			}
+		}
+		if i == len(s) {
+			break
+		}
 		b := s[i]
 		if b < utf8.RuneSelf {
 			if b >= 0x20 && b != '"' && b != '\\' {

@@ -5,7 +5,6 @@ package output
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sync"
@@ -20,7 +19,7 @@ import (
 type JSONL struct {
 	mu     sync.Mutex
 	w      *bufio.Writer
-	enc    *json.Encoder
+	buf    []byte // one encoded line, reused
 	closer io.Closer
 	err    error
 	stop   chan struct{}
@@ -28,14 +27,17 @@ type JSONL struct {
 	lines  uint64
 }
 
+// maxKeptLine bounds the line buffer a JSONL keeps between writes, so one
+// huge event does not pin its memory.
+const maxKeptLine = 64 << 10
+
 // FlushEvery bounds how long a written event may sit in the buffer.
 const FlushEvery = 100 * time.Millisecond
 
 // NewJSONL writes to w; if w is an io.Closer it is closed by Close.
 func NewJSONL(w io.Writer) *JSONL {
 	bw := bufio.NewWriterSize(w, 256<<10)
-	j := &JSONL{w: bw, enc: json.NewEncoder(bw), stop: make(chan struct{}), done: make(chan struct{})}
-	j.enc.SetEscapeHTML(false)
+	j := &JSONL{w: bw, stop: make(chan struct{}), done: make(chan struct{})}
 	if c, ok := w.(io.Closer); ok {
 		j.closer = c
 	}
@@ -61,15 +63,28 @@ func (j *JSONL) flusher() {
 	}
 }
 
-// Write encodes ev as one line. The first write error is sticky and
-// returned by every later call, so a broken destination is never silent.
+// Write encodes ev as one line. The first error writing to the
+// destination is sticky and returned by every later call, so a broken
+// destination is never silent; an event that cannot be encoded is refused
+// alone.
 func (j *JSONL) Write(ev *event.Event) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.err != nil {
 		return j.err
 	}
-	if err := j.enc.Encode(ev); err != nil {
+	// AppendEvent writes what json.Encoder with SetEscapeHTML(false) wrote.
+	b, err := AppendEvent(j.buf[:0], ev)
+	if err != nil {
+		// One unencodable event does not break the destination: report it
+		// and keep writing the others.
+		return fmt.Errorf("encode event: %w", err)
+	}
+	b = append(b, '\n')
+	if cap(b) <= maxKeptLine {
+		j.buf = b
+	}
+	if _, err := j.w.Write(b); err != nil {
 		j.err = fmt.Errorf("write event: %w", err)
 		return j.err
 	}

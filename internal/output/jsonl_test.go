@@ -94,3 +94,20 @@ func TestAWriteErrorIsReportedAndSticks(t *testing.T) {
 		t.Fatal("Close hid the failure")
 	}
 }
+
+func TestAnUnencodableEventIsRefusedAloneAndLaterEventsStillArrive(t *testing.T) {
+	var buf syncBuffer
+	j := NewJSONL(&buf)
+	if err := j.Write(&event.Event{Kind: event.KindExec, Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}); err == nil {
+		t.Fatal("an event with an unrepresentable time was accepted")
+	}
+	if err := j.Write(&event.Event{Kind: event.KindExit}); err != nil {
+		t.Fatalf("the destination was marked broken by one bad event: %v", err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), `"kind":"exit"`) || strings.Contains(buf.String(), `"kind":"exec"`) {
+		t.Fatalf("output = %q", buf.String())
+	}
+}

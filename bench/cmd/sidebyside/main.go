@@ -101,12 +101,17 @@ type sensorConfig struct {
 	Name  string   `json:"name"`
 	Label string   `json:"label"`
 	Args  []string `json:"args"`
+	// NoEvents runs the sensor without --events-out: the whole pipeline
+	// (decode, process tree, container attribution, metrics) without the
+	// JSON debugging stream, which is what the rule engine will sit on.
+	NoEvents bool `json:"noEvents"`
 }
 
 func sensorConfigs() []sensorConfig {
 	return []sensorConfig{
-		{Name: "default", Label: "default"},
+		{Name: "default", Label: "default (events to a JSONL file)"},
 		{Name: "nofile", Label: "--file-events=false", Args: []string{"--file-events=false"}},
+		{Name: "noout", Label: "no --events-out", NoEvents: true},
 	}
 }
 
@@ -250,7 +255,7 @@ func runRound(ctx context.Context, log *slog.Logger, o options, res *results, ro
 	cfg *sensorConfig, vigil, storm, work string, workloads []string, durations map[string]time.Duration) (err error) {
 	var s *sensorProc
 	if cfg != nil {
-		s, err = startSensor(ctx, log, vigil, work, o.ringSize, cfg.Args)
+		s, err = startSensor(ctx, log, vigil, work, o.ringSize, !cfg.NoEvents, cfg.Args)
 		if err != nil {
 			return err
 		}

@@ -38,7 +38,7 @@ type sensorProc struct {
 	waitErr error
 }
 
-func startSensor(ctx context.Context, log *slog.Logger, vigil, work, ringSize string, extra []string) (*sensorProc, error) {
+func startSensor(ctx context.Context, log *slog.Logger, vigil, work, ringSize string, withEvents bool, extra []string) (*sensorProc, error) {
 	addr, err := freeLoopbackAddr()
 	if err != nil {
 		return nil, err
@@ -57,8 +57,11 @@ func startSensor(ctx context.Context, log *slog.Logger, vigil, work, ringSize st
 		return nil, fmt.Errorf("creating the sensor log: %w", err)
 	}
 	defer logf.Close() // the child holds its own copy
-	args := append([]string{"sensor", "--source", "ebpf", "--events-out", s.events,
-		"--metrics-addr", addr, "--ring-size", ringSize}, extra...)
+	args := []string{"sensor", "--source", "ebpf", "--metrics-addr", addr, "--ring-size", ringSize}
+	if withEvents {
+		args = append(args, "--events-out", s.events)
+	}
+	args = append(args, extra...)
 	s.cmd = exec.Command(vigil, args...)
 	s.cmd.Stdout = logf
 	s.cmd.Stderr = logf

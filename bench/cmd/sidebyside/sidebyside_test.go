@@ -92,7 +92,7 @@ func TestSummarizeGivesMedianAndRange(t *testing.T) {
 }
 
 func TestReportPairsEachRoundWithItsOwnBaseline(t *testing.T) {
-	res := &results{Configs: sensorConfigs(), Options: map[string]any{"pairs": 2}}
+	res := &results{Configs: sensorConfigs()[:2], Options: map[string]any{"pairs": 2}}
 	add := func(round int, mode string, rate, drops, cpu float64) {
 		s := sample{Round: round, Mode: mode, Workload: "exec", Storm: stormResult{Ops: 1000, Rate: rate, CPU: 1000 / rate}}
 		if mode != modeOff {

@@ -49,7 +49,9 @@ enum vigil_sc {
 };
 
 /* How each of the three strings is obtained. */
-enum { STR_NONE = 0, STR_USER = 1, STR_PATH = 2, STR_FD = 3 };
+enum { STR_NONE = 0, STR_USER = 1, STR_PATH = 2, STR_FD = 3, STR_KERN = 4 };
+
+#define NSFS_MAGIC 0x6e736673
 
 /* file_rec.rflags */
 #define FREC_SENSITIVE 1
@@ -77,13 +79,14 @@ struct pending {
 /* Variable-length: s1, s2, s3 back to back in data (no NULs).
  * open/chmod/unlink: s1 = path. rename: s1 = old, s2 = new. memfd: s1 = name.
  * finit_module: s1 = module file, s2 = params; init_module: s2 = params.
- * setns: s1 = namespace file. mount: s1 = source, s2 = target, s3 = fstype. */
+ * setns: s1 = namespace type ("net") and target_pid = its inode number when
+ * the fd is a namespace file, else s1 = the fd's path. mount: s1 = source, s2 = target, s3 = fstype. */
 struct file_rec {
 	struct rec_hdr hdr;
 	__s64 result;
 	__u64 flags;      /* open / renameat2 / memfd / unshare / mount / finit_module flags */
 	__u64 arg;        /* mode (open, chmod), ptrace request, setns nstype */
-	__u32 target_pid; /* ptrace */
+	__u32 target_pid; /* ptrace; setns: namespace inode number */
 	__u16 sc;         /* enum vigil_sc */
 	__u16 rflags;
 	__u16 len1, len2, len3;
@@ -322,6 +325,12 @@ static __always_inline __u64 write_str(char *dst, __u8 kind, long dfd, __u64 ptr
 	__u64 pos = 0;
 	long r;
 
+	if (kind == STR_KERN) {
+		if (!ptr)
+			return 0;
+		r = bpf_probe_read_kernel_str(dst, NAME_LEN, (void *)ptr);
+		return r > 1 ? clamp(r - 1, NAME_LEN) : 0;
+	}
 	if (kind == STR_USER) {
 		if (!ptr)
 			return 0;
@@ -418,6 +427,17 @@ int exit_file(struct trace_event_raw_sys_exit *ctx)
 		if (ret >= 0) {
 			k1 = STR_FD;
 			dfd1 = ret;
+		}
+	}
+	if (p.type == REC_SETNS) {
+		/* A namespace file has no path (the kernel names it "net:[inum]"
+		 * through d_dname): send its type name and inode number. */
+		struct file *f = fd_file(bpf_get_current_task_btf(), dfd1);
+		if (f && BPF_CORE_READ(f, f_inode, i_sb, s_magic) == NSFS_MAGIC) {
+			struct ns_common *ns = BPF_CORE_READ(f, f_inode, i_private);
+			p.target_pid = BPF_CORE_READ(ns, inum);
+			p.p1 = (__u64)BPF_CORE_READ(ns, ops, name);
+			k1 = STR_KERN;
 		}
 	}
 

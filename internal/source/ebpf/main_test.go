@@ -12,11 +12,19 @@ import (
 // helperEnv makes the test binary act as a helper program instead of
 // running tests: "memfd" execs /bin/true from a memfd, "deleted" execs an
 // already-unlinked copy of /bin/true (path in VIGIL_HELPER_FILE). Both pass
-// the remaining arguments through as argv.
+// the remaining arguments through as argv. The privilege modes
+// (privilege_test.go) make one privileged syscall and exit.
 const helperEnv = "VIGIL_EBPF_TEST_HELPER"
 
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(helperEnv); mode != "" {
+		if handled, err := runPrivilegeHelper(mode, os.Args[1:]); handled {
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "helper:", err)
+				os.Exit(2)
+			}
+			os.Exit(0)
+		}
 		if err := runHelper(mode); err != nil {
 			fmt.Fprintln(os.Stderr, "helper:", err)
 			os.Exit(2)

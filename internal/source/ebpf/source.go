@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -216,24 +217,30 @@ var fileKindsList = []event.Kind{
 	event.KindPtrace, event.KindModule, event.KindSetns, event.KindUnshare, event.KindMount,
 }
 
-// fileSyscalls pairs each syscall with its sys_enter program. Syscalls a
-// given architecture lacks (open, creat, chmod, ... on arm64) are skipped.
-func (s *Source) fileSyscalls() []struct {
+type fileSyscall struct {
 	name string
+	kind event.Kind
 	prog *cebpf.Program
-} {
+}
+
+// fileSyscalls pairs each syscall with its event kind and sys_enter
+// program. Syscalls a given architecture or kernel lacks (open, creat,
+// chmod, ... on arm64; the module syscalls without CONFIG_MODULES) are
+// skipped; a kind none of whose syscalls exist is reported missing.
+func (s *Source) fileSyscalls() []fileSyscall {
 	f := s.file
-	return []struct {
-		name string
-		prog *cebpf.Program
-	}{
-		{"open", f.EnterOpen}, {"creat", f.EnterCreat}, {"openat", f.EnterOpenat}, {"openat2", f.EnterOpenat2},
-		{"chmod", f.EnterChmod}, {"fchmod", f.EnterFchmod}, {"fchmodat", f.EnterFchmodat}, {"fchmodat2", f.EnterFchmodat2},
-		{"unlink", f.EnterUnlink}, {"unlinkat", f.EnterUnlinkat},
-		{"rename", f.EnterRename}, {"renameat", f.EnterRenameat}, {"renameat2", f.EnterRenameat2},
-		{"memfd_create", f.EnterMemfdCreate}, {"ptrace", f.EnterPtrace},
-		{"init_module", f.EnterInitModule}, {"finit_module", f.EnterFinitModule},
-		{"setns", f.EnterSetns}, {"unshare", f.EnterUnshare}, {"mount", f.EnterMount},
+	return []fileSyscall{
+		{"open", event.KindOpen, f.EnterOpen}, {"creat", event.KindOpen, f.EnterCreat},
+		{"openat", event.KindOpen, f.EnterOpenat}, {"openat2", event.KindOpen, f.EnterOpenat2},
+		{"chmod", event.KindChmod, f.EnterChmod}, {"fchmod", event.KindChmod, f.EnterFchmod},
+		{"fchmodat", event.KindChmod, f.EnterFchmodat}, {"fchmodat2", event.KindChmod, f.EnterFchmodat2},
+		{"unlink", event.KindUnlink, f.EnterUnlink}, {"unlinkat", event.KindUnlink, f.EnterUnlinkat},
+		{"rename", event.KindRename, f.EnterRename}, {"renameat", event.KindRename, f.EnterRenameat},
+		{"renameat2", event.KindRename, f.EnterRenameat2},
+		{"memfd_create", event.KindMemfd, f.EnterMemfdCreate}, {"ptrace", event.KindPtrace, f.EnterPtrace},
+		{"init_module", event.KindModule, f.EnterInitModule}, {"finit_module", event.KindModule, f.EnterFinitModule},
+		{"setns", event.KindSetns, f.EnterSetns}, {"unshare", event.KindUnshare, f.EnterUnshare},
+		{"mount", event.KindMount, f.EnterMount},
 	}
 }
 
@@ -253,8 +260,13 @@ func (s *Source) attachFile(shared bpf.SharedMaps) error {
 		}
 	}
 	// Exit programs first, so no pending entry is left without its reader.
+	attached := make(map[event.Kind]bool)
+	var kinds []event.Kind
 	for _, sc := range s.fileSyscalls() {
-		for _, tp := range []struct {
+		if !slices.Contains(kinds, sc.kind) {
+			kinds = append(kinds, sc.kind)
+		}
+		for i, tp := range []struct {
 			name string
 			prog *cebpf.Program
 		}{{"sys_exit_" + sc.name, s.file.ExitFile}, {"sys_enter_" + sc.name, sc.prog}} {
@@ -267,6 +279,15 @@ func (s *Source) attachFile(shared bpf.SharedMaps) error {
 				return loadError("attaching tracepoint syscalls/"+tp.name, err)
 			}
 			s.links = append(s.links, l)
+			if i == 1 {
+				attached[sc.kind] = true
+			}
+		}
+	}
+	for _, k := range kinds {
+		if !attached[k] {
+			s.log.Info("ebpf source: no syscall tracepoint for these events on this kernel", "kind", k)
+			s.missing = append(s.missing, k)
 		}
 	}
 	return nil

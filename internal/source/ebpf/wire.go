@@ -298,6 +298,9 @@ func decodeFile(h *bpf.RecHdr, b []byte, ev *event.Event) error {
 		ev.Syscall = &event.Syscall{Name: name, Result: result, Flags: flags, Module: s1, Args: s2}
 	case bpf.RecSetns:
 		ev.Syscall = &event.Syscall{Name: name, Result: result, Flags: arg, Target: s1, Namespace: namespaces(arg)}
+		if target != 0 { // a namespace file: name it as readlink(/proc/PID/ns/*) does
+			ev.Syscall.Target = fmt.Sprintf("%s:[%d]", s1, uint32(target))
+		}
 	case bpf.RecUnshare:
 		ev.Syscall = &event.Syscall{Name: name, Result: result, Flags: flags, Namespace: namespaces(flags)}
 	case bpf.RecMount:
