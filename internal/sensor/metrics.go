@@ -2,11 +2,24 @@ package sensor
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigil-sec/vigil/internal/event"
 )
 
 type metrics struct {
 	events     *prometheus.CounterVec
+	byKind     map[event.Kind]prometheus.Counter // events' children, resolved once
 	sinkErrors prometheus.Counter
+}
+
+// countEvent increments the per-kind counter without a label lookup on
+// the hot path.
+func (m *metrics) countEvent(k event.Kind) {
+	c, ok := m.byKind[k]
+	if !ok {
+		c = m.events.WithLabelValues(string(k))
+	}
+	c.Inc()
 }
 
 // newMetrics registers the sensor's metrics on its own registry (no
@@ -20,6 +33,10 @@ func newMetrics(s *Sensor) *metrics {
 		sinkErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_sensor_sink_errors_total", Help: "Events a sink failed to write (lost).",
 		}),
+	}
+	m.byKind = make(map[event.Kind]prometheus.Counter, len(event.AllKinds))
+	for _, k := range event.AllKinds {
+		m.byKind[k] = m.events.WithLabelValues(string(k))
 	}
 	counter := func(name, help string, f func(c counters) uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},

@@ -288,7 +288,7 @@ func (s *Sensor) handle(ev *event.Event) {
 	s.tree.Apply(ev)
 	s.attribute(ev)
 	s.eventCount.Add(1)
-	s.metrics.events.WithLabelValues(string(ev.Kind)).Inc()
+	s.metrics.countEvent(ev.Kind)
 	s.emitSinks(ev)
 }
 
@@ -313,7 +313,7 @@ func (s *Sensor) emit(ev *event.Event) {
 	if ev.Source == "" {
 		ev.Source = "sensor"
 	}
-	s.metrics.events.WithLabelValues(string(ev.Kind)).Inc()
+	s.metrics.countEvent(ev.Kind)
 	s.emitSinks(ev)
 }
 
