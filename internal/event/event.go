@@ -71,6 +71,38 @@ type Event struct {
 	Fork    *Fork    `json:"fork,omitempty"`
 	Syscall *Syscall `json:"syscall,omitempty"` // ptrace, module, setns, unshare, mount, memfd
 	Health  *Health  `json:"health,omitempty"`
+
+	// Facts are derived by vigil's stateful detectors before rules run
+	// (e.g. drift.writtenBy=/usr/bin/curl for an exec of a file a download
+	// tool wrote in this container). Rules read them as facts["name"].
+	Facts []Fact `json:"facts,omitempty"`
+}
+
+// Fact is one piece of detector-derived evidence about an event.
+type Fact struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Fact returns the value of the named fact and whether it is present.
+func (e *Event) Fact(name string) (string, bool) {
+	for _, f := range e.Facts {
+		if f.Name == name {
+			return f.Value, true
+		}
+	}
+	return "", false
+}
+
+// SetFact adds or replaces a fact.
+func (e *Event) SetFact(name, value string) {
+	for i := range e.Facts {
+		if e.Facts[i].Name == name {
+			e.Facts[i].Value = value
+			return
+		}
+	}
+	e.Facts = append(e.Facts, Fact{Name: name, Value: value})
 }
 
 // Process describes the process an event belongs to.

@@ -88,6 +88,21 @@ func AppendEvent(dst []byte, ev *event.Event) ([]byte, error) {
 		dst = appendKey(dst, open, `"health":`)
 		dst = appendHealth(dst, ev.Health)
 	}
+	if len(ev.Facts) > 0 {
+		dst = appendKey(dst, open, `"facts":`)
+		dst = append(dst, '[')
+		for i := range ev.Facts {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, `{"name":`...)
+			dst = appendString(dst, ev.Facts[i].Name)
+			dst = append(dst, `,"value":`...)
+			dst = appendString(dst, ev.Facts[i].Value)
+			dst = append(dst, '}')
+		}
+		dst = append(dst, ']')
+	}
 	return append(dst, '}'), nil
 }
 
