@@ -73,12 +73,13 @@ type Entities struct {
 
 // Process is a process entity.
 type Process struct {
-	Path        string    `json:"path,omitempty"`
-	CommandLine string    `json:"commandLine,omitempty"`
-	PID         int       `json:"pid,omitempty"`
-	UID         uint32    `json:"uid"`
-	User        string    `json:"user,omitempty"`
-	StartTime   time.Time `json:"startTime,omitempty"`
+	Path        string `json:"path,omitempty"`
+	CommandLine string `json:"commandLine,omitempty"`
+	PID         int    `json:"pid,omitempty"`
+	UID         uint32 `json:"uid"`
+	User        string `json:"user,omitempty"`
+	// StartTime is omitted when unknown (see FromMatch).
+	StartTime time.Time `json:"startTime,omitzero"`
 }
 
 // Network is a network peer entity.

@@ -50,7 +50,7 @@ container and pod, and tells you when something running turns malicious.`,
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text or json")
-	root.AddCommand(newSensorCmd(g), newVersionCmd())
+	root.AddCommand(newSensorCmd(g), newRulesCmd(), newVersionCmd())
 	return root
 }
 

@@ -1,12 +1,16 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/vigil-sec/vigil/internal/alert"
+	"github.com/vigil-sec/vigil/internal/detect"
 	"github.com/vigil-sec/vigil/internal/output"
 	"github.com/vigil-sec/vigil/internal/sensor"
 	ebpfsrc "github.com/vigil-sec/vigil/internal/source/ebpf"
@@ -24,6 +28,10 @@ type sensorFlags struct {
 	node          string
 	noSnapshot    bool
 	pprof         bool
+	alertsOut     string
+	rules         ruleSource
+	noDetectors   bool
+	noRules       bool
 }
 
 func newSensorCmd(g *globalFlags) *cobra.Command {
@@ -59,6 +67,10 @@ event kinds it cannot see.`,
 	fl.BoolVar(&f.networkEvents, "network-events", true, "observe connect/bind/listen/accept/DNS")
 	fl.StringSliceVar(&f.sensitive, "sensitive-path", nil, "report read-only opens under this path prefix (repeatable; adds to the defaults)")
 	fl.StringVar(&f.node, "node", "", "node name put on events (default $NODE_NAME or the hostname)")
+	fl.StringVar(&f.alertsOut, "alerts-out", "", "write alerts (and their aggregated updates, same id) as JSON lines to FILE (appended), or - for stdout")
+	fl.BoolVar(&f.noDetectors, "no-detectors", false, "do not run the stateful detectors (drift, fan-out, recon bursts, sustained CPU)")
+	fl.BoolVar(&f.noRules, "no-rules", false, "do not evaluate rules (telemetry only)")
+	f.rules.flags(cmd)
 	fl.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiler under /debug/pprof/ on --metrics-addr")
 	fl.BoolVar(&f.noSnapshot, "no-snapshot", false, "do not emit snapshot events for processes already running at start")
 	return cmd
@@ -69,8 +81,11 @@ func runSensor(cmd *cobra.Command, g *globalFlags, f *sensorFlags) error {
 	if err != nil {
 		return err
 	}
-	if f.eventsOut == "" && f.metricsAddr == "" {
-		return fmt.Errorf("nothing to report to: pass --events-out FILE (or - for stdout) and/or --metrics-addr ADDR")
+	if f.eventsOut == "" && f.metricsAddr == "" && f.alertsOut == "" {
+		return fmt.Errorf("nothing to report to: pass --alerts-out FILE, --events-out FILE (or - for stdout) and/or --metrics-addr ADDR")
+	}
+	if f.eventsOut == "-" && f.alertsOut == "-" {
+		return fmt.Errorf("--events-out and --alerts-out cannot both be stdout: send one of them to a file")
 	}
 	ring, err := parseSize(f.ringSize)
 	if err != nil {
@@ -104,21 +119,44 @@ func runSensor(cmd *cobra.Command, g *globalFlags, f *sensorFlags) error {
 		},
 	}
 	if f.eventsOut != "" {
-		var w io.Writer = cmd.OutOrStdout()
-		if f.eventsOut != "-" {
-			file, err := os.OpenFile(f.eventsOut, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-			if err != nil {
-				return fmt.Errorf("--events-out: %w", err)
-			}
-			w = file
+		w, closeFn, err := openOut(cmd.OutOrStdout(), f.eventsOut)
+		if err != nil {
+			return fmt.Errorf("--events-out: %w", err)
 		}
 		out := output.NewJSONL(w)
 		defer func() {
 			if err := out.Close(); err != nil {
 				log.Error("closing event output", "err", err)
 			}
+			closeFn()
 		}()
 		cfg.Sinks = append(cfg.Sinks, out)
+	}
+
+	if !f.noRules {
+		// Rules are compiled before the sensor attaches, so a bad rule file
+		// stops the start with its position instead of running blind.
+		reloader, err := detect.NewReloader(func() (*detect.RuleSet, error) { return f.rules.load() }, log)
+		if err != nil {
+			return fmt.Errorf("rules: %w", err)
+		}
+		cfg.Rules = reloader.Engine
+		go watchRules(cmd.Context(), reloader, f.rules.paths, log)
+	}
+	cfg.Detectors = !f.noDetectors
+	if f.alertsOut != "" {
+		w, closeFn, err := openOut(cmd.OutOrStdout(), f.alertsOut)
+		if err != nil {
+			return fmt.Errorf("--alerts-out: %w", err)
+		}
+		aw := alert.NewWriter(w)
+		defer func() {
+			if err := aw.Close(); err != nil {
+				log.Error("closing alert output", "err", err)
+			}
+			closeFn()
+		}()
+		cfg.AlertSinks = append(cfg.AlertSinks, aw)
 	}
 
 	s, err := sensor.New(cfg)
@@ -127,4 +165,31 @@ func runSensor(cmd *cobra.Command, g *globalFlags, f *sensorFlags) error {
 	}
 	defer s.Close()
 	return s.Run(cmd.Context())
+}
+
+// openOut opens an output destination: "-" is stdout (never closed by the
+// writers), anything else a file opened for appending.
+func openOut(stdout io.Writer, dest string) (io.Writer, func(), error) {
+	if dest == "-" {
+		return struct{ io.Writer }{stdout}, func() {}, nil
+	}
+	file, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	return file, func() { _ = file.Close() }, nil
+}
+
+// watchRules reloads the rules on SIGHUP and when a --rules file changes.
+// A rule set that fails to load or compile is logged with its position and
+// the last good one stays in force.
+func watchRules(ctx context.Context, r *detect.Reloader, paths []string, log *slog.Logger) {
+	if len(paths) > 0 {
+		go func() {
+			if err := r.Watch(ctx, paths...); err != nil && ctx.Err() == nil {
+				log.Error("watching rule files failed; SIGHUP still reloads", "err", err)
+			}
+		}()
+	}
+	r.HandleSIGHUP(ctx)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigil-sec/vigil/internal/container"
+	"github.com/vigil-sec/vigil/internal/detect"
 	"github.com/vigil-sec/vigil/internal/event"
 	"github.com/vigil-sec/vigil/internal/proctree"
 	ebpfsrc "github.com/vigil-sec/vigil/internal/source/ebpf"
@@ -68,6 +69,17 @@ type Config struct {
 	// ProcRoot is /proc (tests may point elsewhere).
 	ProcRoot string
 	Logger   *slog.Logger
+
+	// Rules returns the current rule engine (a detect.Reloader's Engine,
+	// so reloads take effect on the next event); nil runs no rules.
+	Rules func() *detect.Engine
+	// Detectors runs the stateful detectors (drift, fan-out, recon bursts,
+	// sustained CPU) before the rules.
+	Detectors bool
+	// AlertSinks receive alerts and their aggregated updates.
+	AlertSinks []AlertSink
+	// AlertWindow is the aggregation window (default alert.DefaultWindow).
+	AlertWindow time.Duration
 }
 
 // source is what the pipeline needs from eBPF and proc sources alike.
@@ -97,6 +109,7 @@ type Sensor struct {
 	reg     *prometheus.Registry
 	metrics *metrics
 	server  *telemetry.Server
+	detect  *detection
 
 	sinkMu     sync.Mutex
 	sinkErrs   atomic.Uint64
@@ -155,6 +168,7 @@ func New(cfg Config) (*Sensor, error) {
 	}
 	s.tree = proctree.New(proctree.Options{ProcRoot: cfg.ProcRoot, CgroupController: layout.Controller})
 	s.metrics = newMetrics(s)
+	s.detect = s.newDetection()
 	if cfg.MetricsAddr != "" {
 		var opts []telemetry.Option
 		if cfg.Pprof {
@@ -238,6 +252,9 @@ func (s *Sensor) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.healthLoop(ctx)
 	}()
+	if s.detect != nil {
+		s.detect.run(ctx, &wg)
+	}
 	err = s.src.Run(ctx, s.handle)
 	cancel()
 	wg.Wait()
@@ -287,6 +304,9 @@ func (s *Sensor) handle(ev *event.Event) {
 	}
 	s.tree.Apply(ev)
 	s.attribute(ev)
+	if s.detect != nil {
+		s.detect.observe(ev)
+	}
 	s.eventCount.Add(1)
 	s.metrics.countEvent(ev.Kind)
 	s.emitSinks(ev)
