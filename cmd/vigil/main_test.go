@@ -30,7 +30,9 @@ func TestSensorCommandWritesEventsAndStopsCleanly(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	eventsPath := filepath.Join(dir, "events.jsonl")
-	cmd := exec.Command(bin, "sensor", "--events-out", eventsPath, "--metrics-addr", "127.0.0.1:0", "--log-format", "json")
+	alertsPath := filepath.Join(dir, "alerts.jsonl")
+	cmd := exec.Command(bin, "sensor", "--events-out", eventsPath, "--alerts-out", alertsPath,
+		"--metrics-addr", "127.0.0.1:0", "--log-format", "json")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +76,15 @@ func TestSensorCommandWritesEventsAndStopsCleanly(t *testing.T) {
 		t.Fatalf("exec event incomplete: %+v", found)
 	}
 
+	// The harmless test alert proves rules and alert delivery end to end.
+	if err := exec.Command("/bin/sh", "-c", "exit 0", "sh", "VIGIL-TEST-ALERT-7f3b").Run(); err != nil {
+		t.Fatal(err)
+	}
+	al := waitForAlert(t, alertsPath, "vigil.node/TestAlert")
+	if al["severity"] != "High" || al["status"] != "Active" {
+		t.Fatalf("test alert = %v", al)
+	}
+
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +116,24 @@ func TestSensorCommandWritesEventsAndStopsCleanly(t *testing.T) {
 	}
 	if lines < 2 {
 		t.Fatalf("only %d lines written", lines)
+	}
+}
+
+func waitForAlert(t *testing.T, path, alertType string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		data, _ := os.ReadFile(path)
+		for _, line := range strings.Split(string(data), "\n") {
+			var al map[string]any
+			if json.Unmarshal([]byte(line), &al) == nil && al["alertType"] == alertType {
+				return al
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s alert in %s within 20s", alertType, path)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
