@@ -227,6 +227,11 @@ type compiledRule struct {
 	prg  cel.Program
 	cost uint64 // static worst-case estimate
 	expr string // expanded condition (macros substituted, exceptions added)
+	// gates holds, per kind, a necessary condition on proc.name/proc.comm
+	// (see nameGate); a kind without an entry is not gated.
+	gates map[event.Kind]*nameKeys
+	// checked is the type-checked condition (for the native compiler).
+	checked *cel.Ast
 }
 
 // Compile type-checks and compiles every rule of rs (disabled ones too, so
@@ -288,6 +293,9 @@ func Compile(rs *RuleSet, opts ...Option) (*Engine, error) {
 			continue
 		}
 		e.all = append(e.all, cr)
+	}
+	if !o.noNative {
+		e.nMemo = compileNative(c, e.all)
 	}
 	e.finish()
 	return e, errors.Join(errs...)
@@ -595,15 +603,34 @@ func (c *compiler) rule(r *Rule) (*compiledRule, error) {
 	if err != nil {
 		return nil, errAt(r.cond.pos, "%s: build program: %v", what, err)
 	}
-	cr := &compiledRule{rule: r, prg: prg, cost: est.Max, expr: text}
-	if !c.opts.noNative {
-		nc := &nativeCompiler{voc: c.voc, lists: c.lists}
-		cr.native = nc.boolExpr(ast.NativeRep().Expr())
+	return &compiledRule{rule: r, prg: prg, cost: est.Max, expr: text, checked: ast}, nil
+}
+
+// compileNative translates the rules' conditions for the native evaluator
+// (whole conditions, or prefilters), derives their name-index gates, and
+// returns the number of shared sub-expression (memo) slots used.
+func compileNative(c *compiler, rules []*compiledRule) int {
+	memo := newMemoTable()
+	for _, cr := range rules {
+		memo.count(cr.checked.NativeRep().Expr())
+	}
+	for _, cr := range rules {
+		expr := cr.checked.NativeRep().Expr()
+		nc := &nativeCompiler{voc: c.voc, lists: c.lists, memo: memo}
+		cr.native = nc.boolExpr(expr)
 		if cr.native == nil {
-			cr.pre = nc.prefilter(ast.NativeRep().Expr())
+			cr.pre = nc.prefilter(expr)
+		}
+		for _, k := range cr.rule.Kinds {
+			if g := nc.nameGate(expr, k); g != nil {
+				if cr.gates == nil {
+					cr.gates = map[event.Kind]*nameKeys{}
+				}
+				cr.gates[k] = g
+			}
 		}
 	}
-	return cr, nil
+	return len(memo.slots)
 }
 
 // exceptionsExpr renders a rule's exceptions as "&& !(...)" clauses.

@@ -28,6 +28,8 @@ type Match struct {
 type Engine struct {
 	all    []*compiledRule
 	byKind map[event.Kind][]*compiledRule
+	index  map[event.Kind]*kindIndex // byKind with the name index
+	nMemo  int                       // shared sub-expression slots used (at most maxMemo)
 	lists  map[string]*listVal
 	opts   options
 	pool   sync.Pool
@@ -50,7 +52,13 @@ func (e *Engine) finish() {
 		sort.SliceStable(rs, func(i, j int) bool { return rs[i].native != nil && rs[j].native == nil })
 		e.byKind[k] = rs
 	}
-	e.pool.New = func() any { return newEvalState() }
+	e.index = make(map[event.Kind]*kindIndex, len(e.byKind))
+	words := 0
+	for k, rs := range e.byKind {
+		e.index[k] = buildKindIndex(rs, k)
+		words = max(words, len(e.index[k].always))
+	}
+	e.pool.New = func() any { return newEvalState(words) }
 }
 
 // Rules returns every rule, enabled and disabled, sorted by ID.
@@ -104,36 +112,47 @@ func (e *Engine) EvalErrors() uint64 { return e.evalErrors.Load() }
 // CEL-evaluated rules passes its prefilter). match must not retain ev
 // beyond the call if the caller reuses events. Safe for concurrent use.
 func (e *Engine) Evaluate(ev *event.Event, match func(r *Rule, ev *event.Event)) {
-	rules := e.byKind[ev.Kind]
-	if len(rules) == 0 {
+	x := e.index[ev.Kind]
+	if x == nil {
 		return
 	}
 	st := e.pool.Get().(*evalState)
 	st.reset(ev)
-	for _, cr := range rules {
-		if cr.native != nil {
-			if cr.native(st) == triT {
-				match(cr.rule, ev)
-			}
-			continue
+	if !x.gated {
+		for _, cr := range x.rules {
+			e.evalRule(st, cr, ev, match)
 		}
-		if cr.pre != nil && cr.pre(st) == triF {
-			continue
-		}
-		out, _, err := cr.prg.Eval(st)
-		if err != nil {
-			if e.evalErrors.Add(1)&(1<<10-1) == 1 { // log the 1st, 1025th, ...
-				e.opts.log.Warn("rule evaluation failed; counted as no match",
-					"rule", cr.rule.ID, "err", err, "kind", ev.Kind)
-			}
-			continue
-		}
-		if b, ok := out.(types.Bool); ok && bool(b) {
-			match(cr.rule, ev)
+	} else {
+		st.cand = x.candidates(st.cand, &st.procs[0])
+		for i := nextBit(st.cand, 0); i >= 0; i = nextBit(st.cand, i+1) {
+			e.evalRule(st, x.rules[i], ev, match)
 		}
 	}
 	st.ev = nil
 	e.pool.Put(st)
+}
+
+func (e *Engine) evalRule(st *evalState, cr *compiledRule, ev *event.Event, match func(r *Rule, ev *event.Event)) {
+	if cr.native != nil {
+		if cr.native(st) == triT {
+			match(cr.rule, ev)
+		}
+		return
+	}
+	if cr.pre != nil && cr.pre(st) == triF {
+		return
+	}
+	out, _, err := cr.prg.Eval(st)
+	if err != nil {
+		if e.evalErrors.Add(1)&(1<<10-1) == 1 { // log the 1st, 1025th, ...
+			e.opts.log.Warn("rule evaluation failed; counted as no match",
+				"rule", cr.rule.ID, "err", err, "kind", ev.Kind)
+		}
+		return
+	}
+	if b, ok := out.(types.Bool); ok && bool(b) {
+		match(cr.rule, ev)
+	}
 }
 
 // Matches returns the rules matching ev (allocates; for tools and tests).
@@ -164,10 +183,19 @@ type evalState struct {
 	slotP   [maxSlots]*procView
 	slotS   [maxSlots]string
 	err     bool // set by a native accessor that failed (see fault)
+
+	gen     uint32             // current event's generation: memo entries of older ones are stale
+	memo    [maxMemo]memoEntry // shared sub-expression results (see memoTable)
+	cand    []uint64           // candidate rules (see kindIndex)
+	candBuf [candWords]uint64  // cand's storage when a kind has at most 64*candWords rules
 }
 
-func newEvalState() *evalState {
+func newEvalState(words int) *evalState {
 	st := &evalState{}
+	st.cand = st.candBuf[:0]
+	if words > candWords {
+		st.cand = make([]uint64, 0, words)
+	}
 	for i := range st.ancVals {
 		st.ancVals[i] = &st.procs[2+i]
 	}
@@ -178,6 +206,11 @@ func newEvalState() *evalState {
 func (st *evalState) reset(ev *event.Event) {
 	st.ev = ev
 	st.err = false
+	st.gen++
+	if st.gen == 0 { // wrapped: forget every cached result
+		st.memo = [maxMemo]memoEntry{}
+		st.gen = 1
+	}
 	st.procs[0].reset(&ev.Process, nil)
 	st.procs[0].ppid = ev.Process.PPID
 	anc := ev.Ancestry

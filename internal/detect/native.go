@@ -4,6 +4,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
@@ -66,6 +67,7 @@ type nativeCompiler struct {
 	lists map[string]*listVal
 	slots map[string]slot
 	nslot int
+	memo  *memoTable // shared across the rules of one Compile; nil: no memo
 }
 
 // prefilter returns a natively evaluated necessary condition of e: when it
@@ -138,6 +140,21 @@ func or(a, b boolFn) boolFn {
 }
 
 func (c *nativeCompiler) boolExpr(e ast.Expr) boolFn {
+	// Sub-expressions outside loops that several rules share are
+	// evaluated once per event (inside a loop, identifiers may be shadowed
+	// by the iteration variable and results depend on the element).
+	if c.nslot == 0 {
+		if i := c.memo.slot(e); i >= 0 {
+			if f := c.boolExprUncached(e); f != nil {
+				return memoize(i, f)
+			}
+			return nil
+		}
+	}
+	return c.boolExprUncached(e)
+}
+
+func (c *nativeCompiler) boolExprUncached(e ast.Expr) boolFn {
 	switch e.Kind() {
 	case ast.LiteralKind:
 		if b, ok := e.AsLiteral().(types.Bool); ok {
@@ -526,6 +543,10 @@ func (c *nativeCompiler) intExpr(e ast.Expr) intFn {
 			}
 			if l := c.listExpr(arg); l != nil {
 				return func(st *evalState) int64 { return int64(len(l(st))) }
+			}
+			if t := c.strExpr(arg); t != nil {
+				// CEL's size of a string counts code points.
+				return func(st *evalState) int64 { return int64(utf8.RuneCountInString(t(st))) }
 			}
 		}
 	}

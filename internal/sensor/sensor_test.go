@@ -225,7 +225,15 @@ func TestContainerEventsCarryContainerArgvAncestryNetworkAndExit(t *testing.T) {
 		var sawInit, sawRun bool
 		for _, a := range id.Ancestry[1:] {
 			args := strings.Join(a.Args, " ")
-			sawInit = sawInit || strings.HasSuffix(args, "runc init")
+			if strings.HasSuffix(args, "runc init") {
+				sawInit = true
+				// runc init runs from a detached read-only bind mount of the
+				// runc binary; it must still be named by its real path so
+				// rules can recognise the runtime.
+				if !strings.HasSuffix(a.Exe, "/runc") {
+					t.Errorf("runc init's exe = %q, want the runc binary's path", a.Exe)
+				}
+			}
 			sawRun = sawRun || (sawInit && strings.Contains(args, " run ") && strings.Contains(args, c.ID))
 		}
 		if !sawInit || !sawRun {

@@ -140,8 +140,19 @@ static __always_inline __u64 write_path(char *dst, struct dentry *dentry, struct
 				break;
 			}
 			struct mount *mp = BPF_CORE_READ(mnt, mnt_parent);
-			if (mp == mnt)
+			if (mp == mnt) {
+				/* The global root, or a detached mount. A file that is
+				 * itself the root of a detached mount (runc's read-only
+				 * bind mount of its own binary, lazily unmounted) would
+				 * render as "/": name it by its path within its file
+				 * system instead (/usr/sbin/runc). */
+				if (i == 0 && dentry != parent) {
+					ps->ptrs[0] = (__u64)dentry;
+					dentry = parent;
+					continue;
+				}
 				break; /* global root */
+			}
 			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 			mnt = mp;
 			vfsmnt = (struct vfsmount *)((char *)mp + bpf_core_field_offset(struct mount, mnt));
