@@ -68,6 +68,11 @@ func TestEvaluateDoesNotAllocateWhenNothingMatches(t *testing.T) {
 			t.Fatalf("benign %s event matched %v", ev.Kind, got)
 		}
 		allocs := testing.AllocsPerRun(200, func() { e.Evaluate(ev, func(*Rule, *event.Event) {}) })
+		if raceEnabled {
+			// The race detector makes sync.Pool drop items at random;
+			// .ci/run also runs this package without it, where this counts.
+			continue
+		}
 		if allocs != 0 {
 			t.Errorf("%s event: %.1f allocations per Evaluate, want 0", ev.Kind, allocs)
 		}

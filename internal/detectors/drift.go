@@ -11,6 +11,10 @@ import (
 const (
 	FactDriftWritten = "drift.writtenAfterStart"
 	FactDriftWriter  = "drift.writtenBy"
+	// FactDriftWriterName is the writer's tool name: the executable's
+	// basename, or argv[0]'s for multi-call binaries (busybox wget → wget),
+	// so rules can tell a download from a copy in busybox images.
+	FactDriftWriterName = "drift.writtenByName"
 	FactDriftChmod   = "drift.chmodBy"
 	FactDriftUpper   = "drift.upperLayer"
 )
@@ -23,8 +27,22 @@ type driftKey struct {
 
 // driftRec is what is remembered about a file.
 type driftRec struct {
-	writer  string // exe of the last process that opened it for write/create
-	chmoder string // exe of the last process that added an execute bit
+	writer     string // exe of the last process that opened it for write/create
+	writerName string // its tool name (see FactDriftWriterName)
+	chmoder    string // exe of the last process that added an execute bit
+}
+
+// toolName is the name a process was invoked as: the executable's basename,
+// or argv[0]'s basename for multi-call binaries (busybox, toybox), whose
+// executable says nothing about the applet that ran.
+func toolName(p *event.Process) string {
+	name := basename(p.Exe)
+	if (name == "busybox" || name == "toybox") && len(p.Args) > 0 {
+		if a := basename(p.Args[0]); a != "" && a != name {
+			return a
+		}
+	}
+	return name
 }
 
 // driftDetector remembers files written or made executable after a
@@ -62,6 +80,7 @@ func (d *driftDetector) record(ev *event.Event, now int64, path string, chmod bo
 		r.chmoder = ev.Process.Exe
 	} else {
 		r.writer = ev.Process.Exe
+		r.writerName = toolName(&ev.Process)
 	}
 	if t.evictions != ev0 {
 		d.s.stats.driftEvictions.Add(t.evictions - ev0)
@@ -143,6 +162,7 @@ func (d *driftDetector) exec(ev *event.Event, now int64) {
 	ev.SetFact(FactDriftWritten, "true")
 	if r.writer != "" {
 		ev.SetFact(FactDriftWriter, r.writer)
+		ev.SetFact(FactDriftWriterName, r.writerName)
 	}
 	if r.chmoder != "" {
 		ev.SetFact(FactDriftChmod, r.chmoder)

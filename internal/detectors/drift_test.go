@@ -22,7 +22,7 @@ func TestDriftFacts(t *testing.T) {
 				return []*event.Event{g.open("c1", 100, curl, "/tmp/x", true, true, 0)}
 			},
 			exec: func(g gen) *event.Event { return g.exec("c1", 101, "/tmp/x") },
-			want: map[string]string{FactDriftWritten: "true", FactDriftWriter: curl},
+			want: map[string]string{FactDriftWritten: "true", FactDriftWriter: curl, FactDriftWriterName: "curl"},
 		},
 		{
 			name: "a download made executable by chmod names both the writer and the chmod'er",
@@ -33,7 +33,7 @@ func TestDriftFacts(t *testing.T) {
 				}
 			},
 			exec: func(g gen) *event.Event { return g.exec("c1", 103, "/dev/shm/m") },
-			want: map[string]string{FactDriftWritten: "true", FactDriftWriter: wget, FactDriftChmod: "/bin/chmod"},
+			want: map[string]string{FactDriftWritten: "true", FactDriftWriter: wget, FactDriftWriterName: "wget", FactDriftChmod: "/bin/chmod"},
 		},
 		{
 			name: "a chmod +x alone marks the file as drift",
@@ -73,7 +73,7 @@ func TestDriftFacts(t *testing.T) {
 				return []*event.Event{g.open("", 100, curl, "/tmp/payload", true, true, 0)}
 			},
 			exec: func(g gen) *event.Event { return g.exec("", 101, "/tmp/payload") },
-			want: map[string]string{FactDriftWritten: "true", FactDriftWriter: curl},
+			want: map[string]string{FactDriftWritten: "true", FactDriftWriter: curl, FactDriftWriterName: "curl"},
 		},
 		{
 			name: "a failed open for write is not evidence",
@@ -99,7 +99,7 @@ func TestDriftFacts(t *testing.T) {
 				return []*event.Event{g.open("c1", 100, curl, "/tmp/.part", true, true, 0), mv}
 			},
 			exec: func(g gen) *event.Event { return g.exec("c1", 101, "/usr/local/bin/agent") },
-			want: map[string]string{FactDriftWritten: "true", FactDriftWriter: curl},
+			want: map[string]string{FactDriftWritten: "true", FactDriftWriter: curl, FactDriftWriterName: "curl"},
 		},
 		{
 			name: "a written file that was deleted is forgotten",
@@ -126,7 +126,7 @@ func TestDriftFacts(t *testing.T) {
 				return []*event.Event{g.open("c1", 100, curl, "/tmp/i.sh", true, true, 0)}
 			},
 			exec: func(g gen) *event.Event { return g.exec("c1", 101, "/bin/dash", "/bin/sh", "/tmp/i.sh") },
-			want: map[string]string{FactDriftWritten: "true", FactDriftWriter: curl},
+			want: map[string]string{FactDriftWritten: "true", FactDriftWriter: curl, FactDriftWriterName: "curl"},
 		},
 		{
 			name: "a downloaded script given by a relative path is found through the working directory",
@@ -138,7 +138,7 @@ func TestDriftFacts(t *testing.T) {
 				ev.Process.Cwd = "/root"
 				return ev
 			},
-			want: map[string]string{FactDriftWritten: "true", FactDriftWriter: wget},
+			want: map[string]string{FactDriftWritten: "true", FactDriftWriter: wget, FactDriftWriterName: "wget"},
 		},
 		{
 			name: "a shell command string that mentions a written file is not its execution",
@@ -214,4 +214,26 @@ func TestDriftForgetsWritesAfterTTL(t *testing.T) {
 			t.Fatalf("remembered files = %d, want 100 (the expired ones dropped)", n)
 		}
 	})
+}
+
+// In busybox images every applet is /bin/busybox: the writer's tool name
+// must come from argv[0], or a plain cp would look like a download.
+func TestTheWriterIsNamedByTheAppletForMultiCallBinaries(t *testing.T) {
+	cases := []struct {
+		name string
+		p    event.Process
+		want string
+	}{
+		{"busybox wget is wget", event.Process{Exe: "/bin/busybox", Args: []string{"wget", "-O", "/tmp/x", "http://h/x"}}, "wget"},
+		{"busybox cp by path is cp", event.Process{Exe: "/bin/busybox", Args: []string{"/bin/cp", "/bin/busybox", "/tmp/x"}}, "cp"},
+		{"busybox itself is busybox", event.Process{Exe: "/bin/busybox", Args: []string{"busybox"}}, "busybox"},
+		{"curl is curl whatever argv[0] says", event.Process{Exe: "/usr/bin/curl", Args: []string{"notcurl"}}, "curl"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := toolName(&c.p); got != c.want {
+				t.Fatalf("toolName = %q, want %q", got, c.want)
+			}
+		})
+	}
 }
