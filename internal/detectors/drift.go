@@ -15,8 +15,8 @@ const (
 	// basename, or argv[0]'s for multi-call binaries (busybox wget → wget),
 	// so rules can tell a download from a copy in busybox images.
 	FactDriftWriterName = "drift.writtenByName"
-	FactDriftChmod   = "drift.chmodBy"
-	FactDriftUpper   = "drift.upperLayer"
+	FactDriftChmod      = "drift.chmodBy"
+	FactDriftUpper      = "drift.upperLayer"
 )
 
 // driftKey names a file inside one container ("" = host).
