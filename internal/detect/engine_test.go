@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vigil-sec/vigil/internal/alert"
 	"github.com/vigil-sec/vigil/internal/event"
 )
 
@@ -339,7 +340,7 @@ func TestOverridesAppendsAndExceptions(t *testing.T) {
 		if len(rules) != 2 || rules[0].ID != "test/Miner" || rules[1].ID != "test/Shell" {
 			t.Fatalf("Rules() = %v", rules)
 		}
-		if rules[0].Severity != SeverityMedium || len(rules[0].Exceptions) != 1 || rules[1].Enabled {
+		if rules[0].Severity != alert.SeverityMedium || len(rules[0].Exceptions) != 1 || rules[1].Enabled {
 			t.Errorf("miner severity %s exceptions %d, shell enabled %v", rules[0].Severity, len(rules[0].Exceptions), rules[1].Enabled)
 		}
 	})

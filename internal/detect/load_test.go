@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/vigil-sec/vigil/internal/alert"
 )
 
 func mapFS(files map[string]string) fstest.MapFS {
@@ -150,7 +152,7 @@ func TestLoadFilesReadsDirectoriesInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := rs.Rules()[0]
-	if r.Severity != SeverityHigh {
+	if r.Severity != alert.SeverityHigh {
 		t.Errorf("severity = %s, want the override from 20-user.yml (High)", r.Severity)
 	}
 	if r.Source.File != dir+"/10-base.yaml" || r.Source.Line != 1 {

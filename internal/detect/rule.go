@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/vigil-sec/vigil/internal/alert"
 	"github.com/vigil-sec/vigil/internal/event"
 )
 
@@ -44,14 +45,6 @@ func errAt(p Pos, format string, args ...any) *Error {
 	return &Error{Pos: p, Msg: fmt.Sprintf(format, args...)}
 }
 
-// Severity values.
-const (
-	SeverityInformational = "Informational"
-	SeverityLow           = "Low"
-	SeverityMedium        = "Medium"
-	SeverityHigh          = "High"
-)
-
 // Maturity values.
 const (
 	MaturityStable     = "stable"
@@ -60,7 +53,7 @@ const (
 )
 
 var (
-	severities = []string{SeverityInformational, SeverityLow, SeverityMedium, SeverityHigh}
+	severities = []string{alert.SeverityInformational, alert.SeverityLow, alert.SeverityMedium, alert.SeverityHigh}
 	maturities = []string{MaturityStable, MaturityIncubating, MaturitySandbox}
 )
 
