@@ -13,6 +13,7 @@ import (
 	"testing"
 	"testing/fstest"
 
+	"github.com/vigil-sec/vigil/internal/alert"
 	"github.com/vigil-sec/vigil/internal/detect"
 	"github.com/vigil-sec/vigil/internal/event"
 	"github.com/vigil-sec/vigil/rules"
@@ -161,7 +162,7 @@ func TestEveryRuleCarriesTheMetadataUsersRelyOn(t *testing.T) {
 			if !tuning.MatchString(r.Description) {
 				t.Errorf("%s: description must give tuning advice and known false positives", r.Source)
 			}
-			if !slices.Contains([]string{detect.SeverityInformational, detect.SeverityLow, detect.SeverityMedium, detect.SeverityHigh}, r.Severity) {
+			if !slices.Contains([]string{alert.SeverityInformational, alert.SeverityLow, alert.SeverityMedium, alert.SeverityHigh}, r.Severity) {
 				t.Errorf("%s: severity %q is not one of Informational, Low, Medium, High", r.Source, r.Severity)
 			}
 			if !slices.Contains([]string{detect.MaturityStable, detect.MaturityIncubating}, r.Maturity) {
@@ -262,7 +263,7 @@ func TestBenignRunsRaiseNoHighOrMediumAlert(t *testing.T) {
 		ev := fx.Event
 		_, rs := fired(eng, &ev)
 		for _, r := range rs {
-			if r.Severity == detect.SeverityHigh || r.Severity == detect.SeverityMedium {
+			if r.Severity == alert.SeverityHigh || r.Severity == alert.SeverityMedium {
 				t.Errorf("%s: benign event %q raised %s alert %s (%s)", fx.where(), fx.Case, r.Severity, r.ID, r.Name)
 			}
 		}
@@ -311,7 +312,7 @@ func TestAMinerRenamedPauseIsCaught(t *testing.T) {
 				t.Fatalf("fired %v, want %v", got, c.want)
 			}
 			for _, r := range rs {
-				if r.ID == "vigil.node/DigitalCurrencyMining" && r.Severity != detect.SeverityHigh {
+				if r.ID == "vigil.node/DigitalCurrencyMining" && r.Severity != alert.SeverityHigh {
 					t.Errorf("mining alert severity %s, want High", r.Severity)
 				}
 			}
@@ -330,7 +331,7 @@ func TestTheTestAlertFiresOnTheMarkerAsAHighNonThreat(t *testing.T) {
 	if len(rs) != 1 || rs[0].ID != "vigil.node/TestAlert" {
 		t.Fatalf("fired %v, want only vigil.node/TestAlert", rs)
 	}
-	if rs[0].Name != "vigil test alert (not a threat)" || rs[0].Severity != detect.SeverityHigh {
+	if rs[0].Name != "vigil test alert (not a threat)" || rs[0].Severity != alert.SeverityHigh {
 		t.Errorf("test alert is %q/%s, want %q/High", rs[0].Name, rs[0].Severity, "vigil test alert (not a threat)")
 	}
 }

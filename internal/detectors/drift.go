@@ -94,7 +94,10 @@ func (d *driftDetector) publish() {
 
 func (d *driftDetector) open(ev *event.Event, now int64) {
 	f := ev.File
-	if f == nil || f.Result < 0 || f.Path == "" || !(f.Write || f.Create) {
+	// Device nodes (/dev/null, /dev/tty, ...) are written all the time and
+	// are never a dropped program; /dev/shm is a tmpfs where programs are
+	// dropped, so it stays.
+	if f == nil || f.Result < 0 || f.Path == "" || !(f.Write || f.Create) || isDeviceNode(f.Path) {
 		return
 	}
 	d.record(ev, now, f.Path, false)
@@ -153,7 +156,7 @@ func (d *driftDetector) exec(ev *event.Event, now int64) {
 	cid := containerID(ev)
 	t := d.table(cid)
 	r, _ := t.peek(driftKey{cid, p.Exe}, now)
-	if r == nil && isInterpreter(basename(p.Exe)) {
+	if r == nil && isInterpreter(toolName(p)) {
 		r = d.script(t, cid, p, now)
 	}
 	if r == nil {
@@ -192,9 +195,13 @@ func (d *driftDetector) script(t *lru[driftKey, driftRec], cid string, p *event.
 	return nil
 }
 
+func isDeviceNode(path string) bool {
+	return strings.HasPrefix(path, "/dev/") && !strings.HasPrefix(path, "/dev/shm/") && !strings.HasPrefix(path, "/dev/mqueue/")
+}
+
 func isInterpreter(name string) bool {
 	switch name {
-	case "sh", "bash", "dash", "ash", "zsh", "ksh", "busybox", "perl", "ruby", "node", "php":
+	case "sh", "bash", "dash", "ash", "zsh", "ksh", "perl", "ruby", "node", "php":
 		return true
 	}
 	return strings.HasPrefix(name, "python")

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-sec/vigil/internal/alert"
 	"github.com/vigil-sec/vigil/internal/event"
 )
 
@@ -235,5 +236,39 @@ func TestTheWriterIsNamedByTheAppletForMultiCallBinaries(t *testing.T) {
 				t.Fatalf("toolName = %q, want %q", got, c.want)
 			}
 		})
+	}
+}
+
+// Busybox applets are not interpreters: `cat /tmp/notes.txt` or a second
+// `wget -O /dev/null` must not look like running a dropped script.
+func TestBusyboxAppletsReadingWrittenFilesAreNotDrift(t *testing.T) {
+	s := New(Options{}, func(*alert.Alert) {})
+	at := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	ctr := &event.Container{ID: "c1", Runtime: "runc"}
+	write := func(path string, args ...string) {
+		s.Observe(&event.Event{Kind: event.KindOpen, Time: at, Container: ctr,
+			Process: event.Process{PID: 10, Exe: "/bin/busybox", Args: args},
+			File:    &event.File{Path: path, Write: true, Create: true, Result: 3}})
+	}
+	exec := func(args ...string) *event.Event {
+		ev := &event.Event{Kind: event.KindExec, Time: at, Container: ctr,
+			Process: event.Process{PID: 11, Exe: "/bin/busybox", Args: args, Cwd: "/"}}
+		s.Observe(ev)
+		return ev
+	}
+	write("/tmp/notes.txt", "sh")
+	write("/dev/null", "wget", "-O", "/dev/null", "http://127.0.0.1/")
+	for _, ev := range []*event.Event{
+		exec("/bin/cat", "/tmp/notes.txt"),
+		exec("wget", "-q", "-O", "/dev/null", "http://127.0.0.1/"),
+	} {
+		if v, ok := ev.Fact(FactDriftWritten); ok {
+			t.Errorf("%v: drift fact %q set", ev.Process.Args, v)
+		}
+	}
+	// A script run by busybox sh is still found.
+	write("/tmp/run.sh", "wget", "-O", "/tmp/run.sh", "http://127.0.0.1/run.sh")
+	if _, ok := exec("sh", "/tmp/run.sh").Fact(FactDriftWritten); !ok {
+		t.Error("sh /tmp/run.sh (busybox) was not recognised as running a written script")
 	}
 }
