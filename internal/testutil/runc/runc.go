@@ -199,6 +199,10 @@ type Options struct {
 	Overlay bool
 	// Timeout, when positive, kills the container that long after Start.
 	Timeout time.Duration
+	// ReadOnlyBinds are host directories bind-mounted read-only at the same
+	// path in the container (e.g. /usr, to run the host's compiler inside a
+	// container). They hide what the image has at those paths.
+	ReadOnlyBinds []string
 }
 
 // Result is how a container ended.
@@ -291,6 +295,10 @@ func (img *Image) NewContainer(t testing.TB, opts Options) *Container {
 		}
 	}
 	spec := buildSpec(c.Rootfs, c.CgroupPath, "vigil-test", opts)
+	for _, dir := range opts.ReadOnlyBinds {
+		spec.Mounts = append(spec.Mounts, ociMount{Destination: dir, Type: "bind", Source: dir,
+			Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+	}
 	data, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {
 		t.Fatalf("encode OCI config: %v", err)
