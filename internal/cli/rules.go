@@ -150,13 +150,7 @@ func newRulesValidateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			enabled := 0
-			for _, r := range e.Rules() {
-				if r.Enabled {
-					enabled++
-				}
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "ok: %d rules (%d enabled) compile\n", len(e.Rules()), enabled)
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "ok: %d rules (%d enabled) compile\n", len(e.Rules()), e.Enabled())
 			return err
 		},
 	}

@@ -70,6 +70,17 @@ func (e *Engine) Rules() []*Rule {
 	return out
 }
 
+// Enabled counts the rules that are enabled.
+func (e *Engine) Enabled() int {
+	n := 0
+	for _, cr := range e.all {
+		if cr.rule.Enabled {
+			n++
+		}
+	}
+	return n
+}
+
 // Rule returns the rule with the given id.
 func (e *Engine) Rule(id string) (*Rule, bool) {
 	i := sort.Search(len(e.all), func(i int) bool { return e.all[i].rule.ID >= id })

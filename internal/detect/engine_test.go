@@ -425,3 +425,12 @@ func TestMasquerade(t *testing.T) {
 		}
 	})
 }
+
+func TestEnabledCountsOnlyEnabledRules(t *testing.T) {
+	e := compileFiles(t, nil,
+		ruleYAML("test/A", "exec", `proc.exe == "/a"`)+ruleYAML("test/B", "exec", `proc.exe == "/b"`),
+		"- rule: test/B\n  override: {enabled: false}\n")
+	if got := e.Enabled(); got != 1 || len(e.Rules()) != 2 {
+		t.Fatalf("Enabled() = %d of %d rules, want 1 of 2", got, len(e.Rules()))
+	}
+}

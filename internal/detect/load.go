@@ -531,22 +531,31 @@ func (p *parser) entry(n *yaml.Node) (item, bool) {
 	}
 }
 
-func (p *parser) list(n *yaml.Node) (item, bool) {
-	nameNode := valueOf(n, "list")
-	what := "list"
-	if nameNode != nil {
-		what = fmt.Sprintf("list %q", nameNode.Value)
+// named reads the mapping of a list or macro entry (kind "list" or
+// "macro") and its identifier name; what names the entry in errors.
+func (p *parser) named(n *yaml.Node, kind string, allowed []string) (vals, keys map[string]*yaml.Node, name, what string, ok bool) {
+	what = kind
+	if nameNode := valueOf(n, kind); nameNode != nil {
+		what = fmt.Sprintf("%s %q", kind, nameNode.Value)
 	}
-	vals, _, ok := p.mapping(n, what, listKeys)
+	vals, keys, ok = p.mapping(n, what, allowed)
 	if !ok {
-		return item{}, false
+		return nil, nil, "", what, false
 	}
-	name, good := p.str(vals["list"], "list name")
-	if !good {
-		return item{}, false
+	name, ok = p.str(vals[kind], kind+" name")
+	if !ok {
+		return nil, nil, "", what, false
 	}
 	if !isIdent(name) {
-		p.errf(vals["list"], "list name %q must be an identifier (letters, digits, _; not starting with a digit) so conditions can use it", name)
+		p.errf(vals[kind], "%s name %q must be an identifier (letters, digits, _; not starting with a digit) so conditions can use it", kind, name)
+		return nil, nil, "", what, false
+	}
+	return vals, keys, name, what, true
+}
+
+func (p *parser) list(n *yaml.Node) (item, bool) {
+	vals, _, name, what, ok := p.named(n, "list", listKeys)
+	if !ok {
 		return item{}, false
 	}
 	l := &List{Name: name, Source: p.pos(n)}
@@ -593,21 +602,8 @@ func (p *parser) list(n *yaml.Node) (item, bool) {
 }
 
 func (p *parser) macro(n *yaml.Node) (item, bool) {
-	nameNode := valueOf(n, "macro")
-	what := "macro"
-	if nameNode != nil {
-		what = fmt.Sprintf("macro %q", nameNode.Value)
-	}
-	vals, keys, ok := p.mapping(n, what, macroKeys)
+	vals, keys, name, what, ok := p.named(n, "macro", macroKeys)
 	if !ok {
-		return item{}, false
-	}
-	name, good := p.str(vals["macro"], "macro name")
-	if !good {
-		return item{}, false
-	}
-	if !isIdent(name) {
-		p.errf(vals["macro"], "macro name %q must be an identifier (letters, digits, _; not starting with a digit)", name)
 		return item{}, false
 	}
 	cn := vals["condition"]

@@ -89,13 +89,7 @@ func (r *Reloader) Reload() error {
 		return fmt.Errorf("reload detection rules (previous rules stay active): %w", err)
 	}
 	r.cur.Store(e)
-	enabled := 0
-	for _, rl := range e.Rules() {
-		if rl.Enabled {
-			enabled++
-		}
-	}
-	r.log.Info("detection rules reloaded", "rules", len(e.all), "enabled", enabled)
+	r.log.Info("detection rules reloaded", "rules", len(e.all), "enabled", e.Enabled())
 	if r.onReload != nil {
 		r.onReload(e)
 	}
