@@ -290,6 +290,12 @@ func procFields() map[string]field[*procView] {
 		"deleted": fb("executable had no links left when it ran", func(v *procView) bool {
 			return v.p != nil && v.p.ExeDeleted
 		}),
+		"stdinSocket": fb("at exec, standard input was a TCP/UDP socket (reverse or bind shell shape; eBPF source only)", func(v *procView) bool {
+			return v.p != nil && v.p.StdinSocket
+		}),
+		"stdoutSocket": fb("at exec, standard output or error was a TCP/UDP socket (eBPF source only)", func(v *procView) bool {
+			return v.p != nil && v.p.StdoutSocket
+		}),
 		"argsTruncated": fb("argv was truncated by the sensor", func(v *procView) bool {
 			return v.p != nil && v.p.ArgsTruncated
 		}),

@@ -137,6 +137,12 @@ type Process struct {
 	ExeMemfd bool `json:"exeMemfd,omitempty"`
 	// ExeDeleted: the executable had no links left when it ran.
 	ExeDeleted bool `json:"exeDeleted,omitempty"`
+	// StdinSocket / StdoutSocket: at exec, standard input / standard output
+	// or error was a TCP or UDP (IPv4/IPv6) socket — the shape of a reverse
+	// or bind shell (unix sockets such as journald's stdout stream do not
+	// count). Reported by the eBPF source only.
+	StdinSocket  bool `json:"stdinSocket,omitempty"`
+	StdoutSocket bool `json:"stdoutSocket,omitempty"`
 }
 
 // Key identifies a process across pid reuse.

@@ -184,6 +184,12 @@ func appendProcess(dst []byte, p *event.Process) []byte {
 	if p.ExeDeleted {
 		dst = appendKey(dst, open, `"exeDeleted":true`)
 	}
+	if p.StdinSocket {
+		dst = appendKey(dst, open, `"stdinSocket":true`)
+	}
+	if p.StdoutSocket {
+		dst = appendKey(dst, open, `"stdoutSocket":true`)
+	}
 	return append(dst, '}')
 }
 

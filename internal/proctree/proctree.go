@@ -332,6 +332,7 @@ func (t *Table) applyExec(ev *event.Event) *entry {
 	e.p.Exe, e.p.Args, e.p.ArgsTruncated = src.Exe, src.Args, src.ArgsTruncated
 	e.p.ExeInode, e.p.ExeDev = src.ExeInode, src.ExeDev
 	e.p.ExeUpperLayer, e.p.ExeMemfd, e.p.ExeDeleted = src.ExeUpperLayer, src.ExeMemfd, src.ExeDeleted
+	e.p.StdinSocket, e.p.StdoutSocket = src.StdinSocket, src.StdoutSocket
 	if src.Comm != "" {
 		e.p.Comm = src.Comm
 	}

@@ -146,6 +146,26 @@ func TestDefaultCatalogAlertsOnAttackToolsEvasionAndPersistence(t *testing.T) {
 		}
 	})
 
+	t.Run("a plain shell started on a TCP connection raises a reverse shell alert from its socket stdio alone", func(t *testing.T) {
+		// No -i, and neither the shell's nor its parent's command line
+		// names nc: only the kernel's view of fds 0-2 says the shell talks
+		// to a socket.
+		const marker = "vigil-stdio-done"
+		script := `(echo "echo ` + marker + `; exit" | $NC -l -p 4445) & /bin/sleep 0.5; $NC 127.0.0.1 4445 $EXEC; exit 0`
+		c := runc.NewImage(t).NewContainer(t, withTimeout(runc.Options{
+			Args: []string{"sh", "-c", script}, Env: []string{"NC=/usr/bin/nc", "EXEC=-e /bin/sh"}}))
+		rig.watch(t, c)
+		if res := run(t, c); !strings.Contains(res.Stdout+res.Stderr, marker) {
+			t.Fatalf("the shell behind the connection did not run the listener's command: stdout %q stderr %q", res.Stdout, res.Stderr)
+		}
+		rs := rig.expectRule(t, c, "vigil.node/ReverseShell", alert.SeverityHigh, []string{"/bin/sh"})
+		if ev := rs.Entities.Event; ev == nil {
+			t.Errorf("reverse shell alert carries no triggering event")
+		} else if !ev.Process.StdinSocket || !ev.Process.StdoutSocket {
+			t.Errorf("reverse shell exec: stdinSocket=%v stdoutSocket=%v, want both true", ev.Process.StdinSocket, ev.Process.StdoutSocket)
+		}
+	})
+
 	t.Run("defence evasion and persistence steps each raise their alert", func(t *testing.T) {
 		cases := []struct {
 			name string

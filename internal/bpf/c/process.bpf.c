@@ -23,6 +23,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define EXEC_EXE_TRUNC 16
 #define EXEC_CWD_TRUNC 32
 #define EXEC_CGROUP_TRUNC 64
+#define EXEC_STDIN_INET 128  /* fd 0 is a TCP/UDP (IPv4/IPv6) socket */
+#define EXEC_STDOUT_INET 256 /* fd 1 or 2 is a TCP/UDP (IPv4/IPv6) socket */
+
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define AF_INET 2
+#define AF_INET6 10
 
 #define EXEC_DATA 24576
 #define SECTION_MASK 16383 /* every section starts below 16 KiB */
@@ -74,6 +81,40 @@ static __always_inline int name_is_memfd(const unsigned char *name)
 	bpf_probe_read_kernel(buf, sizeof(buf), name);
 	return buf[0] == 'm' && buf[1] == 'e' && buf[2] == 'm' && buf[3] == 'f' && buf[4] == 'd' &&
 	       buf[5] == ':';
+}
+
+/* fd_is_inet reports whether fd of the task's table is an IPv4/IPv6
+ * socket: what a reverse shell's stdio is (unix sockets, e.g. journald's
+ * stdout stream, do not count). */
+static __always_inline int fd_is_inet(struct file **fds, unsigned int max_fds, unsigned int fd)
+{
+	struct file *f = NULL;
+	if (fd >= max_fds)
+		return 0;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return 0;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	unsigned short family = BPF_CORE_READ(sock, sk, __sk_common.skc_family);
+	return family == AF_INET || family == AF_INET6;
+}
+
+static __always_inline __u32 stdio_flags(struct task_struct *task)
+{
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
+	__u32 flags = 0;
+	if (!fds)
+		return 0;
+	if (fd_is_inet(fds, max_fds, 0))
+		flags |= EXEC_STDIN_INET;
+	if (fd_is_inet(fds, max_fds, 1) || fd_is_inet(fds, max_fds, 2))
+		flags |= EXEC_STDOUT_INET;
+	return flags;
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -172,7 +213,7 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	r->cgroup_len = n;
 	off += VOLATILE_READ(r->cgroup_len);
 
-	r->flags = flags;
+	r->flags = flags | stdio_flags(task);
 	r->_pad = 0;
 	__u64 size = clamp(offsetof(struct exec_rec, data) + (__u64)off, sizeof(*r));
 	fill_hdr(&r->hdr, REC_EXEC, size, task);

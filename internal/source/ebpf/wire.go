@@ -30,6 +30,8 @@ const (
 	execExeTrunc    = 16
 	execCwdTrunc    = 32
 	execCgroupTrunc = 64
+	execStdinInet   = 128
+	execStdoutInet  = 256
 )
 
 // file_rec.rflags
@@ -188,6 +190,8 @@ func decodeExec(b []byte, ev *event.Event) error {
 	p.ExeUpperLayer = flags&execUpper != 0
 	p.ExeMemfd = flags&execMemfd != 0
 	p.ExeDeleted = flags&execDeleted != 0
+	p.StdinSocket = flags&execStdinInet != 0
+	p.StdoutSocket = flags&execStdoutInet != 0
 	return nil
 }
 
