@@ -57,6 +57,12 @@ func compileCatalog(t *testing.T) *detect.Engine {
 	if err != nil {
 		t.Fatalf("loading the default catalog: %v", err)
 	}
+	// The recorded events come from a cluster whose kubernetes service is
+	// 10.96.0.1 (kubeadm's default), which the sensor would append from its
+	// environment.
+	if err := rs.AppendList("k8s_api_addresses", "test cluster", "10.96.0.1"); err != nil {
+		t.Fatal(err)
+	}
 	eng, err := detect.Compile(rs)
 	if err != nil {
 		t.Fatalf("compiling the default catalog: %v", err)

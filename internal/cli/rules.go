@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -25,11 +27,40 @@ import (
 type ruleSource struct {
 	paths     []string
 	noDefault bool
+	// k8sAPI are addresses of the Kubernetes API server appended to the
+	// k8s_api_addresses list (with the environment's KUBERNETES_SERVICE_HOST).
+	k8sAPI []string
+	getenv func(string) string
 }
 
 func (rsrc *ruleSource) flags(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&rsrc.paths, "rules", nil, "rule file or directory (*.yaml) loaded after the defaults (repeatable)")
 	cmd.Flags().BoolVar(&rsrc.noDefault, "no-default-rules", false, "do not load the embedded default catalog")
+	cmd.Flags().StringSliceVar(&rsrc.k8sAPI, "kubernetes-api", nil, "IP address of this cluster's Kubernetes API server or its service (repeatable); appended to the k8s_api_addresses rule list, as is $KUBERNETES_SERVICE_HOST")
+}
+
+// apiAddresses are the Kubernetes API addresses the rules should know:
+// --kubernetes-api values and the environment's KUBERNETES_SERVICE_HOST
+// (set in every pod, so in the sensor's DaemonSet too).
+func (rsrc *ruleSource) apiAddresses() ([]string, error) {
+	var out []string
+	for _, a := range rsrc.k8sAPI {
+		ip, err := netip.ParseAddr(strings.TrimSpace(a))
+		if err != nil {
+			return nil, fmt.Errorf("--kubernetes-api %q: not an IP address; give the API service's ClusterIP or an API server's address (e.g. 10.96.0.1)", a)
+		}
+		out = append(out, ip.Unmap().String())
+	}
+	getenv := rsrc.getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if h := getenv("KUBERNETES_SERVICE_HOST"); h != "" {
+		if ip, err := netip.ParseAddr(h); err == nil && !slices.Contains(out, ip.Unmap().String()) {
+			out = append(out, ip.Unmap().String())
+		}
+	}
+	return out, nil
 }
 
 // load reads and merges the selected rules.
@@ -56,6 +87,17 @@ func (rsrc *ruleSource) load(extra ...string) (*detect.RuleSet, error) {
 	}
 	if rs == nil {
 		return nil, fmt.Errorf("no rules: --no-default-rules needs --rules PATH")
+	}
+	addrs, err := rsrc.apiAddresses()
+	if err != nil {
+		return nil, err
+	}
+	// Rule sets without the list (--no-default-rules with rules of one's
+	// own) simply do not use the addresses.
+	if len(addrs) > 0 && slices.ContainsFunc(rs.Lists(), func(l *detect.List) bool { return l.Name == "k8s_api_addresses" }) {
+		if err := rs.AppendList("k8s_api_addresses", "--kubernetes-api/KUBERNETES_SERVICE_HOST", addrs...); err != nil {
+			return nil, err
+		}
 	}
 	return rs, nil
 }

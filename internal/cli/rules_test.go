@@ -113,3 +113,40 @@ func TestRulesTestReplaysRecordedEvents(t *testing.T) {
 		t.Fatalf("exit %d err %q: want the bad line named", code, errs)
 	}
 }
+
+func TestKubernetesAPIAddressesFromTheFlagAndTheEnvironmentReachTheRules(t *testing.T) {
+	dir := t.TempDir()
+	ev := event.Event{Kind: event.KindConnect, Time: time.Now(),
+		Process:   event.Process{PID: 12, Comm: "curl", Exe: "/usr/bin/curl", Args: []string{"curl", "-k", "https://10.43.0.1/api"}},
+		Container: &event.Container{ID: "abc", Runtime: "containerd"},
+		Network:   &event.Network{Family: "ipv4", Protocol: "tcp", DstIP: "10.43.0.1", DstPort: 443}}
+	b, _ := json.Marshal(ev)
+	path := writeFile(t, dir, "events.jsonl", string(b)+"\n")
+	cases := []struct {
+		name    string
+		env     string
+		args    []string
+		matches bool
+	}{
+		{name: "without a known API address curl to an IP is not an API request", args: nil, matches: false},
+		{name: "the --kubernetes-api flag names the API service", args: []string{"--kubernetes-api", "10.43.0.1"}, matches: true},
+		{name: "KUBERNETES_SERVICE_HOST names the API service", env: "10.43.0.1", matches: true},
+		{name: "another address is not the API", args: []string{"--kubernetes-api", "10.43.0.2"}, matches: false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("KUBERNETES_SERVICE_HOST", tc.env)
+			code, out, errs := run(t, append([]string{"rules", "test", "--events", path}, tc.args...)...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errs)
+			}
+			if got := strings.Contains(out, "vigil.node/KubernetesAPIAccess"); got != tc.matches {
+				t.Fatalf("KubernetesAPIAccess matched = %v, want %v; output:\n%s", got, tc.matches, out)
+			}
+		})
+	}
+	code, _, errs := run(t, "rules", "test", "--events", path, "--kubernetes-api", "api.example")
+	if code == 0 || !strings.Contains(errs, `--kubernetes-api "api.example": not an IP address`) {
+		t.Fatalf("exit %d err %q: want the bad address named", code, errs)
+	}
+}

@@ -207,6 +207,20 @@ func (rs *RuleSet) Merge(other *RuleSet) error {
 	return errors.Join(errs...)
 }
 
+// AppendList appends string items to the named list as a rule file's
+// `append: true` entry would; source names where the items come from (a
+// flag, the environment) in errors and `vigil rules show`. Appending to a
+// list the set does not define fails.
+func (rs *RuleSet) AppendList(name, source string, items ...string) error {
+	if _, ok := rs.lists[name]; !ok {
+		return fmt.Errorf("%s: append to list %q: the loaded rules do not define it", source, name)
+	}
+	l := &List{Name: name, Items: items, Source: Pos{File: source}}
+	it := item{kind: itemList, pos: l.Source, list: l, appendList: true}
+	rs.items = append(rs.items, it)
+	return rs.apply(it)
+}
+
 // add parses one file and applies its entries.
 func (rs *RuleSet) add(file string, data []byte) error {
 	items, errs := parseFile(file, data)

@@ -6,6 +6,7 @@ import (
 	"testing/fstest"
 
 	"github.com/vigil-sec/vigil/internal/alert"
+	"github.com/vigil-sec/vigil/internal/event"
 )
 
 func mapFS(files map[string]string) fstest.MapFS {
@@ -160,5 +161,38 @@ func TestLoadFilesReadsDirectoriesInOrder(t *testing.T) {
 	}
 	if _, err := LoadFiles(dir + "/missing"); err == nil || !strings.Contains(err.Error(), "pass an existing rule file or directory") {
 		t.Errorf("missing path error = %v", err)
+	}
+}
+
+func TestAppendListAddsItemsTheRulesThenMatch(t *testing.T) {
+	rs, err := LoadFS(mapFS(map[string]string{"a.yaml": `- list: api_ips
+  items: []
+- rule: test/API
+  name: API contact
+  description: connect to a listed address
+  severity: Low
+  events: [connect]
+  condition: net.dstIP in api_ips
+`}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.AppendList("no_such_list", "--flag", "10.0.0.1"); err == nil || !strings.Contains(err.Error(), `--flag: append to list "no_such_list"`) {
+		t.Fatalf("append to an undefined list: err = %v, want it named with its source", err)
+	}
+	if err := rs.AppendList("api_ips", "--flag", "10.96.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	e, err := Compile(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ip, want := range map[string]bool{"10.96.0.1": true, "10.96.0.2": false} {
+		ev := &event.Event{Kind: event.KindConnect, Network: &event.Network{DstIP: ip, DstPort: 443}}
+		got := false
+		e.Evaluate(ev, func(*Rule, *event.Event) { got = true })
+		if got != want {
+			t.Errorf("connect to %s matched = %v, want %v", ip, got, want)
+		}
 	}
 }
