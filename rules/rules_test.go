@@ -420,7 +420,7 @@ func BenchmarkCatalogOnRecordedEvents(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var evs []event.Event
+	var benign, attacks []event.Event
 	paths, _ := filepath.Glob(filepath.Join("testdata", "*.jsonl"))
 	for _, p := range paths {
 		data, err := os.ReadFile(p)
@@ -435,15 +435,32 @@ func BenchmarkCatalogOnRecordedEvents(b *testing.B) {
 			if err := json.Unmarshal(line, &fx); err != nil {
 				b.Fatal(err)
 			}
-			evs = append(evs, fx.Event)
+			if strings.HasPrefix(filepath.Base(p), "benign-") {
+				benign = append(benign, fx.Event)
+			} else {
+				attacks = append(attacks, fx.Event)
+			}
 		}
 	}
-	n := 0
-	count := func(*detect.Rule, *event.Event) { n++ }
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		eng.Evaluate(&evs[i%len(evs)], count)
+	var realistic []event.Event
+	for i := 0; len(realistic) < 100*len(attacks); i++ {
+		realistic = append(realistic, benign[i%len(benign)])
+		if i%99 == 98 {
+			realistic = append(realistic, attacks[(i/99)%len(attacks)])
+		}
 	}
-	b.ReportMetric(float64(len(evs)), "events")
+	for _, bc := range []struct {
+		name string
+		evs  []event.Event
+	}{{"benign", benign}, {"realistic", realistic}, {"attacks", attacks}} {
+		b.Run(bc.name, func(b *testing.B) {
+			n := 0
+			count := func(*detect.Rule, *event.Event) { n++ }
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				eng.Evaluate(&bc.evs[i%len(bc.evs)], count)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
 }

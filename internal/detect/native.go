@@ -355,8 +355,13 @@ func (c *nativeCompiler) in(x, y ast.Expr) boolFn {
 	}
 	if s := c.strExpr(x); s != nil {
 		if set, ok := c.constStrSet(y); ok {
+			lens := newLenMask(set)
 			return func(st *evalState) tri {
-				_, found := set[s(st)]
+				v := s(st)
+				found := false
+				if lens.has(len(v)) {
+					_, found = set[v]
+				}
 				if st.fault() {
 					return triE
 				}
@@ -393,6 +398,24 @@ func (c *nativeCompiler) in(x, y ast.Expr) boolFn {
 		}
 	}
 	return nil
+}
+
+// lenMask records which string lengths (below 256; longer ones share the
+// last bit) a constant set holds, so that most misses cost no hash.
+type lenMask [4]uint64
+
+func newLenMask(set map[string]struct{}) lenMask {
+	var m lenMask
+	for k := range set {
+		n := min(len(k), 255)
+		m[n>>6] |= 1 << (n & 63)
+	}
+	return m
+}
+
+func (m *lenMask) has(n int) bool {
+	n = min(n, 255)
+	return m[n>>6]&(1<<(n&63)) != 0
 }
 
 func (c *nativeCompiler) constStrSet(e ast.Expr) (map[string]struct{}, bool) {

@@ -3,7 +3,9 @@ package detect
 import (
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"strings"
+	"unsafe"
 )
 
 // fastRegexp wraps a regexp with a literal prefilter: a set of strings at
@@ -13,7 +15,14 @@ import (
 type fastRegexp struct {
 	re   *regexp.Regexp
 	need []string // nil: no prefilter
+	// fold: the pattern is (partly) case-insensitive, need holds lower-case
+	// literals and is checked against the ASCII-lower-cased subject.
+	fold bool
 }
+
+// foldMax is the longest subject the case-insensitive prefilter lowers (on
+// the stack); longer or non-ASCII subjects go straight to the regexp.
+const foldMax = 512
 
 func compileFastRegexp(pattern string) (*fastRegexp, error) {
 	re, err := regexp.Compile(pattern)
@@ -22,7 +31,9 @@ func compileFastRegexp(pattern string) (*fastRegexp, error) {
 	}
 	f := &fastRegexp{re: re}
 	if sre, err := syntax.Parse(pattern, syntax.Perl); err == nil {
-		if need, ok := mustContain(sre.Simplify()); ok && len(need) <= 64 {
+		sre = sre.Simplify()
+		f.fold = hasFoldCase(sre)
+		if need, ok := mustContain(sre, f.fold); ok && len(need) <= 64 {
 			f.need = need
 		}
 	}
@@ -30,6 +41,15 @@ func compileFastRegexp(pattern string) (*fastRegexp, error) {
 }
 
 func (f *fastRegexp) MatchString(s string) bool {
+	if f.fold {
+		if f.need != nil && len(s) <= foldMax {
+			var buf [foldMax]byte
+			if lower, ascii := appendLowerASCII(buf[:0], s); ascii && !containsAny(unsafe.String(unsafe.SliceData(lower), len(lower)), f.need) {
+				return false
+			}
+		}
+		return f.re.MatchString(s)
+	}
 	if f.need != nil {
 		found := false
 		for _, n := range f.need {
@@ -45,10 +65,51 @@ func (f *fastRegexp) MatchString(s string) bool {
 	return f.re.MatchString(s)
 }
 
-// mustContain returns literals one of which every match of re contains.
-// ok is false when no such (non-empty) set is known.
-func mustContain(re *syntax.Regexp) ([]string, bool) {
-	set, _, ok := litInfo(re)
+func containsAny(s string, need []string) bool {
+	for _, n := range need {
+		if strings.Contains(s, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendLowerASCII appends s lower-cased to dst; ascii is false (and dst
+// unusable) when s has a non-ASCII byte, whose Unicode case folding
+// (e.g. U+017F folds to s, U+212A to k) the literals cannot account for.
+func appendLowerASCII(dst []byte, s string) (out []byte, ascii bool) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x80 {
+			return dst, false
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst, true
+}
+
+// hasFoldCase reports whether any part of re is case-insensitive.
+func hasFoldCase(re *syntax.Regexp) bool {
+	if re.Flags&syntax.FoldCase != 0 && (re.Op == syntax.OpLiteral || re.Op == syntax.OpCharClass) {
+		return true
+	}
+	for _, sub := range re.Sub {
+		if hasFoldCase(sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// mustContain returns literals one of which every match of re contains;
+// with fold, lower-cased literals one of which the ASCII-lower-cased
+// subject of every match contains. ok is false when no such (non-empty)
+// set is known.
+func mustContain(re *syntax.Regexp, fold bool) ([]string, bool) {
+	set, _, ok := litInfo(re, fold)
 	if !ok || minLen(set) == 0 {
 		return nil, false
 	}
@@ -60,12 +121,19 @@ const maxLitSet = 64
 // litInfo returns a set of strings one of which every match of re
 // contains; exact reports that the set is precisely the strings re
 // matches (so that sets of consecutive exact parts can be concatenated).
-func litInfo(re *syntax.Regexp) (set []string, exact, ok bool) {
+func litInfo(re *syntax.Regexp, fold bool) (set []string, exact, ok bool) {
 	switch re.Op {
 	case syntax.OpEmptyMatch, syntax.OpBeginLine, syntax.OpEndLine, syntax.OpBeginText, syntax.OpEndText,
 		syntax.OpWordBoundary, syntax.OpNoWordBoundary:
 		return []string{""}, true, true
 	case syntax.OpLiteral:
+		if fold {
+			lit, ascii := appendLowerASCII(nil, string(re.Rune))
+			if !ascii {
+				return nil, false, false
+			}
+			return []string{string(lit)}, true, true
+		}
 		if re.Flags&syntax.FoldCase != 0 {
 			return nil, false, false
 		}
@@ -83,27 +151,42 @@ func litInfo(re *syntax.Regexp) (set []string, exact, ok bool) {
 				set = append(set, string(r))
 			}
 		}
+		if fold {
+			// A class such as [Pp] lowers to one literal; non-ASCII
+			// members defeat the ASCII prefilter.
+			var low []string
+			for _, m := range set {
+				l, ascii := appendLowerASCII(nil, m)
+				if !ascii {
+					return nil, false, false
+				}
+				if !slices.Contains(low, string(l)) {
+					low = append(low, string(l))
+				}
+			}
+			set = low
+		}
 		return set, true, true
 	case syntax.OpCapture:
-		return litInfo(re.Sub[0])
+		return litInfo(re.Sub[0], fold)
 	case syntax.OpQuest:
-		sub, ex, ok := litInfo(re.Sub[0])
+		sub, ex, ok := litInfo(re.Sub[0], fold)
 		if !ok || !ex {
 			return []string{""}, false, true
 		}
 		return append(sub, ""), true, true
 	case syntax.OpPlus:
-		sub, _, ok := litInfo(re.Sub[0])
+		sub, _, ok := litInfo(re.Sub[0], fold)
 		return sub, false, ok
 	case syntax.OpRepeat:
 		if re.Min >= 1 {
-			sub, _, ok := litInfo(re.Sub[0])
+			sub, _, ok := litInfo(re.Sub[0], fold)
 			return sub, false, ok
 		}
 	case syntax.OpAlternate:
 		exact = true
 		for _, sub := range re.Sub {
-			ss, ex, ok := litInfo(sub)
+			ss, ex, ok := litInfo(sub, fold)
 			if !ok {
 				return nil, false, false
 			}
@@ -115,23 +198,26 @@ func litInfo(re *syntax.Regexp) (set []string, exact, ok bool) {
 		}
 		return set, exact, true
 	case syntax.OpConcat:
-		// Concatenate runs of exact parts; keep the best candidate.
+		// Concatenate runs of exact parts; keep the best candidate (every
+		// prefix of a run is a candidate too: a match containing a+b
+		// contains a).
 		var best []string
-		bestLen := -1
+		bestScore := -1 << 30
 		consider := func(c []string) {
 			if c == nil {
 				return
 			}
-			if m := minLen(c); m > bestLen {
-				best, bestLen = c, m
+			if sc := litSetScore(c); sc > bestScore {
+				best, bestScore = c, sc
 			}
 		}
 		run := []string{""}
 		allExact := true
 		for _, sub := range re.Sub {
-			ss, ex, ok := litInfo(sub)
+			ss, ex, ok := litInfo(sub, fold)
 			if ok && ex {
 				if p := product(run, ss); p != nil {
+					consider(run)
 					run = p
 					continue
 				}
@@ -153,6 +239,13 @@ func litInfo(re *syntax.Regexp) (set []string, exact, ok bool) {
 		return best, false, best != nil
 	}
 	return nil, false, false
+}
+
+// litSetScore ranks prefilter candidates: each literal costs one substring
+// search per subject, and literals longer than 5 bytes add little
+// selectivity, so a few literals of 5 bytes beat dozens of longer ones.
+func litSetScore(set []string) int {
+	return min(minLen(set), 5)*100 - len(set)
 }
 
 func product(a, b []string) []string {
