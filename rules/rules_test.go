@@ -3,6 +3,8 @@ package rules_test
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
+	"io"
 	"encoding/json"
 	"io/fs"
 	"os"
@@ -442,6 +444,7 @@ func BenchmarkCatalogOnRecordedEvents(b *testing.B) {
 			}
 		}
 	}
+	stream := readStream(b, filepath.Join("testdata", "stream-host-build-and-web.jsonl.gz"))
 	var realistic []event.Event
 	for i := 0; len(realistic) < 100*len(attacks); i++ {
 		realistic = append(realistic, benign[i%len(benign)])
@@ -452,7 +455,7 @@ func BenchmarkCatalogOnRecordedEvents(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		evs  []event.Event
-	}{{"benign", benign}, {"realistic", realistic}, {"attacks", attacks}} {
+	}{{"stream", stream}, {"benign", benign}, {"realistic", realistic}, {"attacks", attacks}} {
 		b.Run(bc.name, func(b *testing.B) {
 			n := 0
 			count := func(*detect.Rule, *event.Event) { n++ }
@@ -463,4 +466,31 @@ func BenchmarkCatalogOnRecordedEvents(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
+}
+
+// readStream reads a gzipped event stream recorded with `vigil sensor
+// --events-out` (see testdata/README.md).
+func readStream(tb testing.TB, path string) []event.Event {
+	tb.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		tb.Fatalf("%s: %v", path, err)
+	}
+	var evs []event.Event
+	dec := json.NewDecoder(zr)
+	for {
+		var ev event.Event
+		if err := dec.Decode(&ev); err == io.EOF {
+			break
+		} else if err != nil {
+			tb.Fatalf("%s: event %d: %v", path, len(evs)+1, err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs
 }
