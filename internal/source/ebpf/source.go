@@ -322,13 +322,22 @@ func bootWallNS() (int64, error) {
 func (s *Source) Run(ctx context.Context, emit func(*event.Event)) error {
 	var rec ringbuf.Record
 	var h bpf.RecHdr
+	// The deadline is set once per drain, not per record: the reader
+	// returns what the ring holds even past it (records submitted without
+	// a wake-up are read that way) and reports the deadline once it is
+	// empty, which is when ctx is looked at again and a new one is set.
+	armed := false
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.rd.SetDeadline(time.Now().Add(s.cfg.ReadDeadline))
+		if !armed {
+			s.rd.SetDeadline(time.Now().Add(s.cfg.ReadDeadline))
+			armed = true
+		}
 		err := s.rd.ReadInto(&rec)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
+			armed = false
 			continue
 		}
 		if errors.Is(err, ringbuf.ErrClosed) {

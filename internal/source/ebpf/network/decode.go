@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -60,6 +61,41 @@ type dnsRec struct {
 // dnsRecSize is sizeof(struct dns_rec) - sizeof(struct rec_hdr).
 const dnsRecSize = 304
 
+var ne = binary.NativeEndian
+
+// unmarshal decodes the body of a net_rec field by field (binary.Decode's
+// reflection costs more than the rest of a network event's decoding).
+func (r *netRec) unmarshal(b []byte) error {
+	if len(b) < netRecSize {
+		return io.ErrUnexpectedEOF
+	}
+	r.Family = ne.Uint16(b[0:])
+	r.Protocol = b[2]
+	r.Pad = b[3]
+	r.Result = int32(ne.Uint32(b[4:]))
+	copy(r.SAddr[:], b[8:24])
+	copy(r.DAddr[:], b[24:40])
+	r.SPort = ne.Uint16(b[40:])
+	r.DPort = ne.Uint16(b[42:])
+	r.Pad2 = ne.Uint32(b[44:])
+	return nil
+}
+
+func (r *dnsRec) unmarshal(b []byte) error {
+	if len(b) < dnsRecSize {
+		return io.ErrUnexpectedEOF
+	}
+	r.Family = ne.Uint16(b[0:])
+	r.QLen = ne.Uint16(b[2:])
+	r.SPort = ne.Uint16(b[4:])
+	r.DPort = ne.Uint16(b[6:])
+	copy(r.SAddr[:], b[8:24])
+	copy(r.DAddr[:], b[24:40])
+	copy(r.Q[:], b[40:40+dnsQMax])
+	copy(r.Pad[:], b[40+dnsQMax:dnsRecSize])
+	return nil
+}
+
 // Decode fills ev (Kind, Network, and process fields from h) from a record of type 10..14.
 // rec is the whole record, header included (the body alone, after the
 // header, is accepted too). For connect and accept records
@@ -75,7 +111,7 @@ func Decode(h *bpf.RecHdr, rec []byte, ev *event.Event) error {
 	switch h.Type {
 	case bpf.RecConnect, bpf.RecBind, bpf.RecListen, bpf.RecAccept:
 		var r netRec
-		if _, err := binary.Decode(body, binary.NativeEndian, &r); err != nil {
+		if err := r.unmarshal(body); err != nil {
 			return fmt.Errorf("decode network record type %d (%d body bytes, want %d; BPF object and decoder out of sync?): %w", h.Type, len(body), netRecSize, err)
 		}
 		n, err := decodeNet(h.Type, &r)
@@ -92,7 +128,7 @@ func Decode(h *bpf.RecHdr, rec []byte, ev *event.Event) error {
 		return nil
 	case bpf.RecDNS:
 		var r dnsRec
-		if _, err := binary.Decode(body, binary.NativeEndian, &r); err != nil {
+		if err := r.unmarshal(body); err != nil {
 			return fmt.Errorf("decode DNS record (%d body bytes, want %d; BPF object and decoder out of sync?): %w", len(body), dnsRecSize, err)
 		}
 		n, err := decodeDNS(&r)
