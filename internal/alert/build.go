@@ -105,7 +105,11 @@ func fromMatch(ruleID, name, desc, severity, maturity string, tactics, technique
 	}
 	en := &al.Entities
 	en.Node = ev.Node
-	en.Event = ev
+	// The sensor reuses events once the pipeline is done with them: keep
+	// a copy (alerts are rare; the copy shares the event's strings and
+	// slices, which are never reused).
+	cp := *ev
+	en.Event = &cp
 	if ev.Container != nil {
 		c := *ev.Container
 		en.Container = &c

@@ -155,8 +155,8 @@ func TestFromMatchFillsEntities(t *testing.T) {
 			if !reflect.DeepEqual(en.Syscall, tt.syscall) {
 				t.Errorf("syscall = %+v, want %+v", en.Syscall, tt.syscall)
 			}
-			if en.Event != ev {
-				t.Error("the triggering event is not kept")
+			if en.Event == nil || en.Event == ev || !reflect.DeepEqual(*en.Event, *ev) {
+				t.Error("the alert does not keep its own copy of the triggering event (the sensor reuses events)")
 			}
 			if len(al.ID) != 32 || al.ID != ID("vigil.node/WebShell", "node-1", "c0ffee", "/bin/sh", testTime.Truncate(DefaultWindow)) {
 				t.Errorf("ID = %q", al.ID)

@@ -36,6 +36,9 @@ const (
 // Sink receives every enriched event. Write is called from the sensor's
 // single pipeline goroutine (and, for health events, the health loop), so
 // implementations must be safe for concurrent use.
+// Write must not keep ev (or pointers into it) after it returns: the
+// pipeline reuses events. Copy what you keep (values such as strings and
+// slices read from the event stay valid).
 type Sink interface {
 	Write(ev *event.Event) error
 }
@@ -310,6 +313,16 @@ func (s *Sensor) handle(ev *event.Event) {
 	s.eventCount.Add(1)
 	s.metrics.countEvent(ev.Kind)
 	s.emitSinks(ev)
+	if r, ok := s.src.(recycler); ok {
+		r.Recycle(ev)
+	}
+}
+
+// recycler is a source that reuses the events it emits once the pipeline
+// is done with them (the eBPF source: most events are a few hundred bytes
+// that would otherwise be garbage within microseconds).
+type recycler interface {
+	Recycle(*event.Event)
 }
 
 func (s *Sensor) attribute(ev *event.Event) {

@@ -95,6 +95,9 @@ type Source struct {
 	missing   []event.Kind
 	delivered atomic.Uint64
 	dec       decoder
+	netDec    network.Decoder
+	// events recycles events handed back with Recycle.
+	events sync.Pool
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -362,12 +365,15 @@ func (s *Source) decodeRecord(raw []byte, h *bpf.RecHdr) (*event.Event, error) {
 	if err := decodeHdr(raw, h); err != nil {
 		return nil, err
 	}
-	ev := new(event.Event)
+	ev, _ := s.events.Get().(*event.Event)
+	if ev == nil {
+		ev = new(event.Event)
+	}
 	if h.Type >= bpf.RecConnect && h.Type <= bpf.RecDNS {
 		ev.Time = s.dec.wallTime(h.TS)
 		ev.Source = "ebpf"
 		fillProcess(h, &ev.Process)
-		if err := network.Decode(h, raw[:h.Size], ev); err != nil {
+		if err := s.netDec.Decode(h, raw[:h.Size], ev); err != nil {
 			return nil, err
 		}
 		s.dec.fillCgroup(ev)
@@ -377,6 +383,15 @@ func (s *Source) decodeRecord(raw []byte, h *bpf.RecHdr) (*event.Event, error) {
 		return nil, err
 	}
 	return ev, nil
+}
+
+// Recycle hands an event emitted by Run back for reuse once the caller and
+// everything it passed the event to are done with it (nothing may keep the
+// pointer; values read from it stay valid). Optional: events not recycled
+// are simply garbage collected.
+func (s *Source) Recycle(ev *event.Event) {
+	*ev = event.Event{}
+	s.events.Put(ev)
 }
 
 // Stats returns the counters. KernelSeen - Delivered - KernelDropped is the

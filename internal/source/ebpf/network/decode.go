@@ -63,6 +63,35 @@ const dnsRecSize = 304
 
 var ne = binary.NativeEndian
 
+// Decoder decodes network records. Its zero value is ready to use; it is
+// not safe for concurrent use (one per reader goroutine).
+type Decoder struct {
+	addrs addrStrings
+}
+
+// addrStrings remembers the text of recently seen addresses, so that a
+// storm of connections between the same hosts does not format (and
+// allocate) the same address strings again and again.
+type addrStrings struct {
+	slot [256]struct {
+		a netip.Addr
+		s string
+	}
+}
+
+func (c *addrStrings) str(a netip.Addr) string {
+	b := a.As16()
+	h := uint32(2166136261)
+	for _, x := range b {
+		h = (h ^ uint32(x)) * 16777619
+	}
+	e := &c.slot[h%uint32(len(c.slot))]
+	if e.s == "" || e.a != a {
+		e.a, e.s = a, a.String()
+	}
+	return e.s
+}
+
 // unmarshal decodes the body of a net_rec field by field (binary.Decode's
 // reflection costs more than the rest of a network event's decoding).
 func (r *netRec) unmarshal(b []byte) error {
@@ -101,7 +130,7 @@ func (r *dnsRec) unmarshal(b []byte) error {
 // header, is accepted too). For connect and accept records
 // the header describes the process remembered for the socket (the one that
 // called connect or listen), not whatever ran when the handshake completed.
-func Decode(h *bpf.RecHdr, rec []byte, ev *event.Event) error {
+func (d *Decoder) Decode(h *bpf.RecHdr, rec []byte, ev *event.Event) error {
 	body, err := recordBody(h, rec)
 	if err != nil {
 		return err
@@ -114,7 +143,7 @@ func Decode(h *bpf.RecHdr, rec []byte, ev *event.Event) error {
 		if err := r.unmarshal(body); err != nil {
 			return fmt.Errorf("decode network record type %d (%d body bytes, want %d; BPF object and decoder out of sync?): %w", h.Type, len(body), netRecSize, err)
 		}
-		n, err := decodeNet(h.Type, &r)
+		n, err := d.decodeNet(h.Type, &r)
 		if err != nil {
 			return err
 		}
@@ -131,7 +160,7 @@ func Decode(h *bpf.RecHdr, rec []byte, ev *event.Event) error {
 		if err := r.unmarshal(body); err != nil {
 			return fmt.Errorf("decode DNS record (%d body bytes, want %d; BPF object and decoder out of sync?): %w", len(body), dnsRecSize, err)
 		}
-		n, err := decodeDNS(&r)
+		n, err := d.decodeDNS(&r)
 		if err != nil {
 			return err
 		}
@@ -196,7 +225,7 @@ func familyOK(f uint16) error {
 	return nil
 }
 
-func decodeNet(typ uint32, r *netRec) (*event.Network, error) {
+func (d *Decoder) decodeNet(typ uint32, r *netRec) (*event.Network, error) {
 	if err := familyOK(r.Family); err != nil {
 		return nil, err
 	}
@@ -209,12 +238,12 @@ func decodeNet(typ uint32, r *netRec) (*event.Network, error) {
 	n := &event.Network{Family: fam, Protocol: protoName(r.Protocol)}
 	switch typ {
 	case bpf.RecBind, bpf.RecListen:
-		n.SrcIP, n.SrcPort = src.String(), r.SPort
+		n.SrcIP, n.SrcPort = d.addrs.str(src), r.SPort
 	default:
 		if !(src.IsUnspecified() && r.SPort == 0) {
-			n.SrcIP, n.SrcPort = src.String(), r.SPort
+			n.SrcIP, n.SrcPort = d.addrs.str(src), r.SPort
 		}
-		n.DstIP, n.DstPort = dst.String(), r.DPort
+		n.DstIP, n.DstPort = d.addrs.str(dst), r.DPort
 	}
 	n.Result = int(r.Result)
 	n.ResultOK = r.Result == 0
@@ -245,7 +274,7 @@ func resultText(res int) string {
 	return "unexpected result " + strconv.Itoa(res)
 }
 
-func decodeDNS(r *dnsRec) (*event.Network, error) {
+func (d *Decoder) decodeDNS(r *dnsRec) (*event.Network, error) {
 	if err := familyOK(r.Family); err != nil {
 		return nil, err
 	}
@@ -261,9 +290,9 @@ func decodeDNS(r *dnsRec) (*event.Network, error) {
 	return &event.Network{
 		Family:   fam,
 		Protocol: "udp",
-		SrcIP:    src.String(),
+		SrcIP:    d.addrs.str(src),
 		SrcPort:  r.SPort,
-		DstIP:    dst.String(),
+		DstIP:    d.addrs.str(dst),
 		DstPort:  r.DPort,
 		ResultOK: true,
 		DNSQuery: name,

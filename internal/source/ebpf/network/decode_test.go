@@ -3,6 +3,7 @@ package network
 import (
 	"bytes"
 	"encoding/binary"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -102,7 +103,7 @@ func TestDecodeNetworkRecords(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h, raw := record(t, tc.typ, &tc.rec)
 			var ev event.Event
-			if err := Decode(h, raw, &ev); err != nil {
+			if err := new(Decoder).Decode(h, raw, &ev); err != nil {
 				t.Fatalf("Decode: %v", err)
 			}
 			if ev.Kind != tc.kind || ev.Network == nil || *ev.Network != tc.want {
@@ -113,7 +114,7 @@ func TestDecodeNetworkRecords(t *testing.T) {
 			}
 			// The body alone decodes the same way.
 			var ev2 event.Event
-			if err := Decode(h, raw[bpf.RecHdrSize:], &ev2); err != nil || *ev2.Network != *ev.Network {
+			if err := new(Decoder).Decode(h, raw[bpf.RecHdrSize:], &ev2); err != nil || *ev2.Network != *ev.Network {
 				t.Errorf("Decode(body only) = %+v, %v; want %+v", ev2.Network, err, ev.Network)
 			}
 		})
@@ -123,15 +124,15 @@ func TestDecodeNetworkRecords(t *testing.T) {
 func TestDecodeRejectsBadRecords(t *testing.T) {
 	h, raw := record(t, bpf.RecConnect, &netRec{Family: afInet, Protocol: protoTCP})
 	var ev event.Event
-	if err := Decode(h, raw[:bpf.RecHdrSize+10], &ev); err == nil {
+	if err := new(Decoder).Decode(h, raw[:bpf.RecHdrSize+10], &ev); err == nil {
 		t.Error("a truncated record decoded without error")
 	}
 	h2, raw2 := record(t, bpf.RecConnect, &netRec{Family: 1})
-	if err := Decode(h2, raw2, &ev); err == nil || !strings.Contains(err.Error(), "family") {
+	if err := new(Decoder).Decode(h2, raw2, &ev); err == nil || !strings.Contains(err.Error(), "family") {
 		t.Errorf("unknown family: err = %v; want an address-family error", err)
 	}
 	h3, raw3 := record(t, bpf.RecExec, &netRec{Family: afInet})
-	if err := Decode(h3, raw3, &ev); err == nil {
+	if err := new(Decoder).Decode(h3, raw3, &ev); err == nil {
 		t.Error("an exec record decoded as a network record")
 	}
 }
@@ -191,11 +192,26 @@ func TestDecodeDNSRecord(t *testing.T) {
 	copy(r.Q[:], q)
 	h, raw := record(t, bpf.RecDNS, &r)
 	var ev event.Event
-	if err := Decode(h, raw, &ev); err != nil {
+	if err := new(Decoder).Decode(h, raw, &ev); err != nil {
 		t.Fatalf("Decode: %v", err)
 	}
 	want := event.Network{Family: "ipv6", Protocol: "udp", SrcIP: "::1", SrcPort: 41000, DstIP: "::1", DstPort: 53, ResultOK: true, DNSQuery: "vigil-test.example", DNSType: "AAAA"}
 	if ev.Kind != event.KindDNS || *ev.Network != want {
 		t.Errorf("Decode = %s %+v; want dns %+v", ev.Kind, *ev.Network, want)
+	}
+}
+
+func TestRememberedAddressTextsStayRightWhenSlotsCollide(t *testing.T) {
+	var c addrStrings
+	for round := 0; round < 2; round++ {
+		for i := 0; i < 2000; i++ {
+			a := netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 1})
+			if i%3 == 0 {
+				a = netip.AddrFrom16([16]byte{0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, byte(i >> 8), byte(i)})
+			}
+			if got, want := c.str(a), a.String(); got != want {
+				t.Fatalf("address text of %v = %q, want %q", a, got, want)
+			}
+		}
 	}
 }

@@ -300,7 +300,7 @@ func (h *harness) add(raw []byte) {
 		return
 	}
 	var ev event.Event
-	if err := Decode(&hdr, raw, &ev); err != nil {
+	if err := new(Decoder).Decode(&hdr, raw, &ev); err != nil {
 		h.addErr(err)
 		return
 	}
