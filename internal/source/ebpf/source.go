@@ -97,7 +97,7 @@ type Source struct {
 	dec       decoder
 	netDec    network.Decoder
 	// events recycles events handed back with Recycle.
-	events sync.Pool
+	events    sync.Pool
 	closeOnce sync.Once
 	closeErr  error
 }
