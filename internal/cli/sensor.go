@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/vigil-sec/vigil/internal/alert"
 	"github.com/vigil-sec/vigil/internal/detect"
+	"github.com/vigil-sec/vigil/internal/outbox"
 	"github.com/vigil-sec/vigil/internal/output"
 	"github.com/vigil-sec/vigil/internal/sensor"
 	ebpfsrc "github.com/vigil-sec/vigil/internal/source/ebpf"
@@ -32,6 +34,7 @@ type sensorFlags struct {
 	rules         ruleSource
 	noDetectors   bool
 	noRules       bool
+	hub           hubShipFlags
 }
 
 func newSensorCmd(g *globalFlags) *cobra.Command {
@@ -73,6 +76,7 @@ event kinds it cannot see.`,
 	f.rules.flags(cmd)
 	fl.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiler under /debug/pprof/ on --metrics-addr")
 	fl.BoolVar(&f.noSnapshot, "no-snapshot", false, "do not emit snapshot events for processes already running at start")
+	f.hub.register(fl)
 	return cmd
 }
 
@@ -81,8 +85,16 @@ func runSensor(cmd *cobra.Command, g *globalFlags, f *sensorFlags) error {
 	if err != nil {
 		return err
 	}
-	if f.eventsOut == "" && f.metricsAddr == "" && f.alertsOut == "" {
-		return fmt.Errorf("nothing to report to: pass --alerts-out FILE, --events-out FILE (or - for stdout) and/or --metrics-addr ADDR")
+	if f.eventsOut == "" && f.metricsAddr == "" && f.alertsOut == "" && !f.hub.enabled() {
+		return fmt.Errorf("nothing to report to: pass --hub-url URL, --alerts-out FILE, --events-out FILE (or - for stdout) and/or --metrics-addr ADDR")
+	}
+	var ship *shipConfig
+	if f.hub.enabled() {
+		sc, err := f.hub.config()
+		if err != nil {
+			return err
+		}
+		ship = &sc
 	}
 	if f.eventsOut == "-" && f.alertsOut == "-" {
 		return fmt.Errorf("--events-out and --alerts-out cannot both be stdout: send one of them to a file")
@@ -159,11 +171,33 @@ func runSensor(cmd *cobra.Command, g *globalFlags, f *sensorFlags) error {
 		cfg.AlertSinks = append(cfg.AlertSinks, aw)
 	}
 
+	var ob *outbox.Outbox
+	if ship != nil {
+		cfg.Registry = prometheus.NewRegistry()
+		if ob, err = ship.openOutbox(cfg.Registry, log); err != nil {
+			return err
+		}
+		cfg.AlertSinks = append(cfg.AlertSinks, ob)
+	}
+
 	s, err := sensor.New(cfg)
 	if err != nil {
+		if ob != nil {
+			_ = ob.Close()
+		}
 		return err
 	}
 	defer s.Close()
+	if ship != nil {
+		d, err := ship.start(ob, s, cfg.Registry, log)
+		if err != nil {
+			_ = ob.Close()
+			return err
+		}
+		// The sensor's last alerts (the aggregator's final flush) reach the
+		// outbox before delivery stops.
+		defer d.stop()
+	}
 	return s.Run(cmd.Context())
 }
 

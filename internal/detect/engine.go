@@ -1,6 +1,8 @@
 package detect
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"reflect"
 	"sort"
@@ -35,6 +37,7 @@ type Engine struct {
 	pool   sync.Pool
 
 	evalErrors atomic.Uint64
+	version    string
 }
 
 func (e *Engine) finish() {
@@ -59,7 +62,31 @@ func (e *Engine) finish() {
 		words = max(words, len(e.index[k].always))
 	}
 	e.pool.New = func() any { return newEvalState(words) }
+	e.version = e.digest()
 }
+
+// digest fingerprints what the engine judges by: every rule's id, state,
+// severity and expanded condition, and the lists' contents.
+func (e *Engine) digest() string {
+	h := sha256.New()
+	for _, cr := range e.all {
+		fmt.Fprintf(h, "%s\x00%t\x00%s\x00%v\x00%s\x00", cr.rule.ID, cr.rule.Enabled, cr.rule.Severity, cr.rule.Kinds, cr.expr)
+	}
+	names := make([]string, 0, len(e.lists))
+	for n := range e.lists {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(h, "%s=%q\x00", n, e.lists[n].list.Items)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+// Version identifies the rule set (12 hex digits of a digest of the rules
+// and lists): sensors report it so that the hub shows which rules a node
+// runs, and two nodes with the same version judge alike.
+func (e *Engine) Version() string { return e.version }
 
 // Rules returns every rule, enabled and disabled, sorted by ID.
 func (e *Engine) Rules() []*Rule {

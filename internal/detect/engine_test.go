@@ -434,3 +434,32 @@ func TestEnabledCountsOnlyEnabledRules(t *testing.T) {
 		t.Fatalf("Enabled() = %d of %d rules, want 1 of 2", got, len(e.Rules()))
 	}
 }
+
+func TestEngineVersionChangesWithTheRulesAndNotOtherwise(t *testing.T) {
+	compile := func(cond string) *Engine {
+		t.Helper()
+		rs, err := LoadFS(mapFS(map[string]string{"a.yaml": `- list: l
+  items: [a]
+- rule: test/R
+  name: R
+  description: d
+  severity: Low
+  events: [exec]
+  condition: ` + cond + "\n"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := Compile(rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	a, b, c := compile(`proc.name in l`), compile(`proc.name in l`), compile(`proc.name == "x"`)
+	if len(a.Version()) != 12 || a.Version() != b.Version() {
+		t.Fatalf("same rules: versions %q and %q, want equal 12-digit versions", a.Version(), b.Version())
+	}
+	if a.Version() == c.Version() {
+		t.Fatalf("a changed condition kept version %q", a.Version())
+	}
+}

@@ -76,6 +76,9 @@ type Config struct {
 	// Rules returns the current rule engine (a detect.Reloader's Engine,
 	// so reloads take effect on the next event); nil runs no rules.
 	Rules func() *detect.Engine
+	// Registry, if set, receives the sensor's metrics, so that components
+	// running beside it (the hub shipper, its outbox) share one /metrics.
+	Registry *prometheus.Registry
 	// Detectors runs the stateful detectors (drift, fan-out, recon bursts,
 	// sustained CPU) before the rules.
 	Detectors bool
@@ -144,7 +147,11 @@ func New(cfg Config) (*Sensor, error) {
 	if cfg.Node == "" {
 		cfg.Node, _ = os.Hostname()
 	}
-	s := &Sensor{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry()}
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s := &Sensor{cfg: cfg, log: cfg.Logger, reg: reg}
 	// The host's mount namespace is init's; where init cannot be inspected
 	// (a hardened or sandboxed pid 1) the sensor's own is the best guess,
 	// which is right when the sensor runs on the host itself.
@@ -221,6 +228,26 @@ func (s *Sensor) Mode() string { return s.mode }
 
 // Missing lists event kinds the sensor cannot observe in its current mode.
 func (s *Sensor) Missing() []event.Kind { return s.src.Missing() }
+
+// Status is what the sensor reports about itself to the hub.
+type Status struct {
+	Node           string
+	Mode           string // ebpf or proc
+	Drops          uint64 // events lost before the pipeline saw them, since start
+	Missing        []event.Kind
+	RuleSetVersion string // detect.Engine.Version of the rules in force ("" without rules)
+}
+
+// Status returns the sensor's current status.
+func (s *Sensor) Status() Status {
+	st := Status{Node: s.cfg.Node, Mode: s.mode, Missing: s.src.Missing(), Drops: s.src.counters().Dropped}
+	if s.cfg.Rules != nil {
+		if e := s.cfg.Rules(); e != nil {
+			st.RuleSetVersion = e.Version()
+		}
+	}
+	return st
+}
 
 // Registry exposes the sensor's metrics (for embedding in another server).
 func (s *Sensor) Registry() *prometheus.Registry { return s.reg }
