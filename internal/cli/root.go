@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/vigil-sec/vigil/internal/clio"
 )
 
 // Version is set at build time (-ldflags -X).
@@ -29,11 +31,15 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(stderr, "vigil: %v\n", err)
-		return 1
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return clio.ExitOK
 	}
-	return 0
+	fmt.Fprintf(stderr, "vigil: %v\n", err)
+	if clio.ExitCode(err) == clio.ExitGeneral && strings.HasPrefix(err.Error(), "unknown command ") {
+		return clio.ExitUsage
+	}
+	return clio.ExitCode(err)
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
@@ -50,7 +56,16 @@ container and pod, and tells you when something running turns malicious.`,
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text or json")
-	root.AddCommand(newSensorCmd(g), newRulesCmd(), newVersionCmd())
+	// Unknown or malformed flags are usage errors (exit 2).
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return clio.Errorf(clio.ExitUsage, "%v; see `%s --help`", err, c.CommandPath())
+	})
+	// `vigil hub` serves the hub (added by the hub command); `vigil hub
+	// token` manages its API tokens.
+	hubCmd := &cobra.Command{Use: "hub", Short: "The hub: API tokens"}
+	hubCmd.AddCommand(newHubTokenCmd())
+	root.AddCommand(newSensorCmd(g), newRulesCmd(), newVersionCmd(),
+		newLoginCmd(), newAlertsCmd(), newClusterCmd(), hubCmd)
 	return root
 }
 
