@@ -28,6 +28,10 @@ type hubShipFlags struct {
 	outboxMax      string
 	outboxRepair   bool
 	healthInterval time.Duration
+	// token and caPEM are set by vigil up (not flags): the sensor token and
+	// the CA of the hub running in the same process.
+	token string
+	caPEM []byte
 }
 
 func (h *hubShipFlags) register(fl *pflag.FlagSet) {
@@ -54,7 +58,10 @@ type shipConfig struct {
 }
 
 func (h *hubShipFlags) config() (shipConfig, error) {
-	token := os.Getenv("VIGIL_HUB_TOKEN")
+	token := h.token
+	if token == "" {
+		token = os.Getenv("VIGIL_HUB_TOKEN")
+	}
 	if h.tokenFile != "" {
 		b, err := os.ReadFile(h.tokenFile)
 		if err != nil {
@@ -76,7 +83,7 @@ func (h *hubShipFlags) config() (shipConfig, error) {
 		return shipConfig{}, fmt.Errorf("--health-interval %s: use at least 1s", h.healthInterval)
 	}
 	return shipConfig{
-		Config:       ship.Config{URL: h.url, Token: token, Cluster: h.clusterID, CAFile: h.caFile},
+		Config:       ship.Config{URL: h.url, Token: token, Cluster: h.clusterID, CAFile: h.caFile, CAPEM: h.caPEM},
 		outboxDir:    h.outboxDir,
 		outboxMax:    int64(max),
 		outboxRepair: h.outboxRepair,

@@ -60,12 +60,8 @@ container and pod, and tells you when something running turns malicious.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return clio.Errorf(clio.ExitUsage, "%v; see `%s --help`", err, c.CommandPath())
 	})
-	// `vigil hub` serves the hub (added by the hub command); `vigil hub
-	// token` manages its API tokens.
-	hubCmd := &cobra.Command{Use: "hub", Short: "The hub: API tokens"}
-	hubCmd.AddCommand(newHubTokenCmd())
-	root.AddCommand(newSensorCmd(g), newRulesCmd(), newVersionCmd(),
-		newLoginCmd(), newAlertsCmd(), newClusterCmd(), hubCmd)
+	root.AddCommand(newUpCmd(g), newSensorCmd(g), newHubCmd(g), newRulesCmd(), newVersionCmd(),
+		newLoginCmd(), newAlertsCmd(), newClusterCmd())
 	return root
 }
 
