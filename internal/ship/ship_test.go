@@ -504,9 +504,13 @@ func TestHealthIsReportedOnAnInterval(t *testing.T) {
 	s := newShipper(t, cfg, ob)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go s.RunHealth(ctx, 20*time.Millisecond, func() store.SensorHealth {
-		return store.SensorHealth{SourceMode: "ebpf", Drops: 7, Missing: []string{"file"}, SensorVersion: "test"}
-	})
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		s.RunHealth(ctx, 20*time.Millisecond, func() store.SensorHealth {
+			return store.SensorHealth{SourceMode: "ebpf", Drops: 7, Missing: []string{"file"}, SensorVersion: "test"}
+		})
+	}()
 	waitFor(t, "two health reports", 10*time.Second, func() bool {
 		hub.mu.Lock()
 		defer hub.mu.Unlock()
@@ -520,6 +524,7 @@ func TestHealthIsReportedOnAnInterval(t *testing.T) {
 		t.Fatalf("health report = %v", h)
 	}
 	cancel()
+	<-healthDone // no report of the loop may race the one below
 
 	hub.stop()
 	err := s.SendHealth(context.Background(), store.SensorHealth{SourceMode: "ebpf"})
