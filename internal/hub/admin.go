@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigil-sec/vigil/internal/armapi"
 	"github.com/vigil-sec/vigil/internal/auth"
 	"github.com/vigil-sec/vigil/internal/store"
 )
@@ -17,28 +18,9 @@ import (
 const tokensPath = "/providers/Vigil.Hub/tokens"
 const outputsPath = "/providers/Vigil.Hub/outputs"
 
-type tokenResource struct {
-	ID         string          `json:"id"`
-	Name       string          `json:"name"`
-	Type       string          `json:"type"`
-	Properties tokenProperties `json:"properties"`
-}
+type tokenResource = armapi.TokenResource
 
-type tokenProperties struct {
-	DisplayName string    `json:"displayName"`
-	Kind        string    `json:"kind"`
-	Role        string    `json:"role,omitempty"`
-	Scope       string    `json:"scope,omitempty"`
-	ClusterID   string    `json:"clusterId,omitempty"`
-	CreatedBy   string    `json:"createdBy,omitempty"`
-	CreatedAt   time.Time `json:"createdAt"`
-	ExpiresAt   time.Time `json:"expiresAt,omitzero"`
-	RevokedAt   time.Time `json:"revokedAt,omitzero"`
-	LastUsed    time.Time `json:"lastUsed,omitzero"`
-	State       string    `json:"state"` // Active, Expired, Revoked
-	// Secret is returned once, by create.
-	Secret string `json:"token,omitempty"`
-}
+type tokenProperties = armapi.TokenProperties
 
 func (s *Server) toToken(t store.Token) tokenResource {
 	pr := tokenProperties{DisplayName: t.Name, Kind: t.Kind, Role: t.Role, Scope: t.Scope, CreatedBy: t.CreatedBy,

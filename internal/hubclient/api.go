@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigil-sec/vigil/internal/armapi"
 	"github.com/vigil-sec/vigil/internal/clio"
 	"github.com/vigil-sec/vigil/internal/store"
 )
@@ -46,29 +47,10 @@ type ClusterProperties struct {
 
 // Token is an API token resource as the API returns it (the secret only
 // from CreateToken).
-type Token struct {
-	ID         string          `json:"id"`   // /providers/Vigil.Hub/tokens/{tokenId}
-	Name       string          `json:"name"` // the token id
-	Type       string          `json:"type"`
-	Properties TokenProperties `json:"properties"`
-}
+type Token = armapi.TokenResource
 
 // TokenProperties are a token's properties.
-type TokenProperties struct {
-	DisplayName string    `json:"displayName"`
-	Kind        string    `json:"kind"`
-	Role        string    `json:"role,omitempty"`
-	Scope       string    `json:"scope,omitempty"`
-	ClusterID   string    `json:"clusterId,omitempty"`
-	CreatedBy   string    `json:"createdBy,omitempty"`
-	CreatedAt   time.Time `json:"createdAt"`
-	ExpiresAt   time.Time `json:"expiresAt,omitzero"`
-	RevokedAt   time.Time `json:"revokedAt,omitzero"`
-	LastUsed    time.Time `json:"lastUsed,omitzero"`
-	State       string    `json:"state"` // Active, Expired, Revoked
-	// Secret is the token itself, returned once by create.
-	Secret string `json:"token,omitempty"`
-}
+type TokenProperties = armapi.TokenProperties
 
 // TokenCreate is the request to create a token.
 type TokenCreate struct {
