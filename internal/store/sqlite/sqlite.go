@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
@@ -128,7 +129,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	if err := w.PingContext(ctx); err != nil {
+	// Switching a new file to WAL while another process does the same can
+	// fail with SQLITE_BUSY at once (SQLite does not wait in its busy
+	// handler there, to avoid a deadlock): retry within the busy timeout.
+	err = w.PingContext(ctx)
+	for deadline := time.Now().Add(busyTimeoutMillis * time.Millisecond); err != nil && isBusy(err) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		err = w.PingContext(ctx)
+	}
+	if err != nil {
 		_ = w.Close()
 		return nil, fmt.Errorf("open sqlite store %s (is the directory writable and the file a SQLite database?): %w", path, err)
 	}
@@ -146,6 +155,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// isBusy reports SQLite's "database is locked" (SQLITE_BUSY).
+func isBusy(err error) bool {
+	return strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked")
 }
 
 // Path returns the database file.
