@@ -117,8 +117,16 @@ func TestContainerIsInItsOwnCgroup(t *testing.T) {
 		if !hasCgroupLine(string(cg), "memory", c.CgroupPath) {
 			t.Errorf("/proc/%d/cgroup has no memory line with %s:\n%s", pid, c.CgroupPath, cg)
 		}
-		comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
-		if got := strings.TrimSpace(string(comm)); got != "sleep" {
+		// runc start returns once init was told to exec; the exec itself
+		// may still be under way for a moment.
+		got := ""
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+			if got = strings.TrimSpace(string(comm)); got == "sleep" || time.Now().After(deadline) {
+				break
+			}
+		}
+		if got != "sleep" {
 			t.Errorf("InitPID %d runs %q, want sleep", pid, got)
 		}
 		procs, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", c.CgroupPath, "cgroup.procs"))
