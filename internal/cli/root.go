@@ -62,6 +62,8 @@ container and pod, and tells you when something running turns malicious.`,
 	})
 	root.AddCommand(newUpCmd(g), newSensorCmd(g), newHubCmd(g), newRulesCmd(), newVersionCmd(),
 		newLoginCmd(), newAlertsCmd(), newClusterCmd())
+	root.AddCommand(controlPlaneCmds(g)...)
+	root.AddCommand(simulateCmds(g)...)
 	return root
 }
 

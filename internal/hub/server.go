@@ -202,6 +202,18 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	return s, nil
 }
 
+// Mount serves h for requests matching pattern (http.ServeMux syntax, e.g.
+// "/portal/" or "GET /{$}") beside the API routes, e.g. the portal. A
+// pattern that overlaps an API route panics, as http.ServeMux does.
+func (s *Server) Mount(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
+}
+
+// Authenticator returns the bearer-token authenticator the API uses, so a
+// mounted handler (the portal) authenticates and authorizes exactly as the
+// API does.
+func (s *Server) Authenticator() *auth.Authenticator { return s.authn }
+
 // Handler returns the server's http.Handler (the Server itself).
 func (s *Server) Handler() http.Handler { return s }
 
