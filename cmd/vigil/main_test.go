@@ -25,10 +25,7 @@ import (
 func TestSensorCommandWritesEventsAndStopsCleanly(t *testing.T) {
 	testenv.RequireRoot(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "vigil")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildVigil(t)
 	eventsPath := filepath.Join(dir, "events.jsonl")
 	alertsPath := filepath.Join(dir, "alerts.jsonl")
 	cmd := exec.Command(bin, "sensor", "--events-out", eventsPath, "--alerts-out", alertsPath,

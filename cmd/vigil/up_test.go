@@ -21,10 +21,7 @@ import (
 func TestVigilUpShowsAHostExecAsAnAlertInTheCLI(t *testing.T) {
 	testenv.RequireRoot(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "vigil")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildVigil(t)
 	env := append(os.Environ(), "VIGIL_CONFIG="+filepath.Join(dir, "cli.json"))
 	var out, errb syncBuffer
 	up := exec.Command(bin, "up", "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--file-events=false")
