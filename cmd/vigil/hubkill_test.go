@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -35,15 +36,16 @@ import (
 func TestAHubKilledDuringIngestLosesNoAcknowledgedAlert(t *testing.T) {
 	bin := buildVigil(t)
 	cases := []struct {
-		name string
-		db   func(t *testing.T) (dsn string, open func(ctx context.Context, dataDir string) (store.Store, error))
+		name   string
+		metric string // a store metric the hub serves
+		db     func(t *testing.T) (dsn string, open func(ctx context.Context, dataDir string) (store.Store, error))
 	}{
-		{"SQLite", func(t *testing.T) (string, func(context.Context, string) (store.Store, error)) {
+		{"SQLite", `go_sql_open_connections{db_name="vigil_sqlite_writer"}`, func(t *testing.T) (string, func(context.Context, string) (store.Store, error)) {
 			return "", func(ctx context.Context, dataDir string) (store.Store, error) {
 				return sqlite.Open(ctx, filepath.Join(dataDir, "vigil.db"))
 			}
 		}},
-		{"PostgreSQL", func(t *testing.T) (string, func(context.Context, string) (store.Store, error)) {
+		{"PostgreSQL", "vigil_store_postgres_connections", func(t *testing.T) (string, func(context.Context, string) (store.Store, error)) {
 			testenv.RequireRoot(t)
 			srv, reason, err := pgtest.StartServer()
 			if err != nil {
@@ -117,6 +119,9 @@ func TestAHubKilledDuringIngestLosesNoAcknowledgedAlert(t *testing.T) {
 				if err := postBatch(h.client, h.url, sensorToken, body, 50); err != nil {
 					t.Fatalf("replaying a batch after the restart: %v", err)
 				}
+			}
+			if m := h.get(t, "/metrics"); !strings.Contains(m, tc.metric) {
+				t.Errorf("/metrics lacks the store's %s", tc.metric)
 			}
 			h.stop(t)
 
@@ -209,15 +214,23 @@ func startHubProcess(t *testing.T, bin, dataDir, dsn, owner string) *hubProcess 
 	h.ca = ca
 	h.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: 8}}
-	resp, err := h.client.Get(h.url + "/readyz")
-	if err != nil {
-		t.Fatalf("GET /readyz: %v", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /readyz = %d after start, want 200", resp.StatusCode)
-	}
+	h.get(t, "/readyz")
 	return h
+}
+
+// get returns the body of a GET of path (which must answer 200).
+func (h *hubProcess) get(t *testing.T, path string) string {
+	t.Helper()
+	resp, err := h.client.Get(h.url + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s = %d, %v", path, resp.StatusCode, err)
+	}
+	return string(b)
 }
 
 func (h *hubProcess) kill(t *testing.T) {

@@ -121,6 +121,12 @@ func startHub(ctx context.Context, h *hubServeFlags, reg *prometheus.Registry, l
 	if err != nil {
 		return nil, err
 	}
+	if c, ok := st.(interface{ Collector() prometheus.Collector }); ok {
+		// Connection-pool and database gauges beside the API's metrics.
+		if err := reg.Register(c.Collector()); err != nil {
+			log.Warn("hub store metrics are not served", "err", err)
+		}
+	}
 	closeStore := func() {
 		if err := st.Close(); err != nil {
 			log.Error("closing the hub store", "err", err)

@@ -164,7 +164,7 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request, p auth.Princ
 	}
 	page, err := s.st.ListAlerts(r.Context(), f)
 	if err != nil {
-		if f.Cursor != "" && !errors.Is(err, store.ErrNotFound) && strings.Contains(strings.ToLower(err.Error()), "cursor") {
+		if errors.Is(err, store.ErrInvalid) {
 			return badRequest("$skipToken is invalid or stale: start again without it")
 		}
 		return fmt.Errorf("list alerts: %w", err)

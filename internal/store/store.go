@@ -22,6 +22,9 @@ var (
 	// ErrConflict: a precondition failed (e.g. an ETag/generation mismatch,
 	// or creating a resource whose parent does not exist).
 	ErrConflict = errors.New("conflict")
+	// ErrInvalid: the caller's input cannot be used (e.g. a list cursor
+	// from another listing); the message says what to do instead.
+	ErrInvalid = errors.New("invalid input")
 )
 
 // Connectivity states of a connected cluster (as Azure Arc names them).

@@ -294,7 +294,7 @@ func decodeCursor(s, order string, nkeys int) (cursor, error) {
 		err = json.Unmarshal(b, &c)
 	}
 	if err != nil || c.Order != order || len(c.Keys) != nkeys || c.ID == "" {
-		return c, fmt.Errorf("alert list cursor %q is not a cursor of this listing (order %q); start again without a cursor", s, order)
+		return c, fmt.Errorf("alert list cursor %q is not a cursor of this listing (order %q); start again without a cursor: %w", s, order, store.ErrInvalid)
 	}
 	return c, nil
 }
