@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -90,4 +92,35 @@ shell history and the process list).`,
 	fl.StringVar(&caFile, "ca", "", "CA certificate (PEM) to pin: the hub's ca.crt; default: the system's roots")
 	fl.StringVar(&sub, "subscription", "", "default subscription of later commands (default \""+hubclient.DefaultSubscription+"\")")
 	return cmd
+}
+
+func newLogoutCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "logout",
+		Short: "Forget the hub, token and CA that `vigil login` (or `vigil up`) saved",
+		Long: `Remove the CLI's saved sign-in ($VIGIL_CONFIG, or ~/.vigil/cli.json). The token itself
+stays valid at the hub: revoke it there with ` + "`vigil hub token revoke ID`" + ` if it leaked.`,
+		Args: usageArgs(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, err := hubclient.ConfigPath()
+			if err != nil {
+				return err
+			}
+			cfg, err := hubclient.LoadConfig(path)
+			if errors.Is(err, hubclient.ErrNoConfig) {
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "Not logged in (%s does not exist); nothing to do.\n", path)
+				return err
+			}
+			// A damaged file is removed too: logging out must always work.
+			if rmErr := os.Remove(path); rmErr != nil && !errors.Is(rmErr, fs.ErrNotExist) {
+				return fmt.Errorf("log out: remove %s: %w", path, rmErr)
+			}
+			if err != nil {
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "Removed %s (it was not a valid configuration).\n", path)
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Logged out of %s; removed %s.\nThe token stays valid at the hub; revoke it with `vigil hub token revoke` if it leaked.\n", cfg.Hub, path)
+			return err
+		},
+	}
 }

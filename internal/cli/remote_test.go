@@ -121,6 +121,31 @@ func TestLoginSavesTheHubSoThatLaterCommandsNeedNoFlags(t *testing.T) {
 	}
 }
 
+func TestLogoutForgetsTheSavedSignInAndIsIdempotent(t *testing.T) {
+	cfgPath := useConfig(t)
+	h := seededHub(t)
+	login(t, h, h.Owner)
+	out := mustVigil(t, "logout")
+	if !strings.Contains(out, h.URL) || !strings.Contains(out, cfgPath) {
+		t.Errorf("logout output %q does not name the hub and the file", out)
+	}
+	if _, err := os.Stat(cfgPath); !os.IsNotExist(err) {
+		t.Fatalf("configuration still there after logout: %v", err)
+	}
+	expectExit(t, clio.ExitUnauthorized, []string{"vigil login"}, "alerts", "list")
+	if out := mustVigil(t, "logout"); !strings.Contains(out, "Not logged in") {
+		t.Errorf("second logout printed %q, want it to say there was nothing to do", out)
+	}
+	// A damaged file goes too.
+	if err := os.WriteFile(cfgPath, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustVigil(t, "logout")
+	if _, err := os.Stat(cfgPath); !os.IsNotExist(err) {
+		t.Fatalf("damaged configuration still there after logout: %v", err)
+	}
+}
+
 func TestLoginRefusesWhatTheHubRefusesAndSavesNothing(t *testing.T) {
 	h := hubtest.Start(t)
 	other := filepath.Join(t.TempDir(), "other-ca.crt")

@@ -61,7 +61,7 @@ container and pod, and tells you when something running turns malicious.`,
 		return clio.Errorf(clio.ExitUsage, "%v; see `%s --help`", err, c.CommandPath())
 	})
 	root.AddCommand(newUpCmd(g), newSensorCmd(g), newHubCmd(g), newRulesCmd(), newVersionCmd(),
-		newLoginCmd(), newAlertsCmd(), newClusterCmd())
+		newLoginCmd(), newLogoutCmd(), newAlertsCmd(), newClusterCmd())
 	root.AddCommand(controlPlaneCmds(g)...)
 	root.AddCommand(simulateCmds(g)...)
 	return root
