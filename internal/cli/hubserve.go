@@ -36,6 +36,8 @@ type hubServeFlags struct {
 	tlsKey         string
 	sans           []string
 	bootstrapToken string
+	offlineAfter   time.Duration
+	sweepEvery     time.Duration
 }
 
 func (h *hubServeFlags) register(fl *pflag.FlagSet, dataDir, listen string) {
@@ -45,6 +47,8 @@ func (h *hubServeFlags) register(fl *pflag.FlagSet, dataDir, listen string) {
 	fl.StringVar(&h.tlsCert, "tls-cert", "", "serve this certificate (PEM) instead of the generated one (with --tls-key)")
 	fl.StringVar(&h.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
 	fl.StringSliceVar(&h.sans, "tls-san", nil, "extra DNS name or IP address in the generated server certificate (repeatable)")
+	fl.DurationVar(&h.offlineAfter, "offline-after", 15*time.Minute, "a Connected cluster without a heartbeat for this long becomes Offline")
+	fl.DurationVar(&h.sweepEvery, "sweep-every", 30*time.Second, "how often connectivity states are re-derived from heartbeats")
 	fl.StringVar(&h.bootstrapToken, "bootstrap-token", "", "register this Owner token for automation (default $VIGIL_BOOTSTRAP_TOKEN; otherwise one is generated and printed at first start)")
 }
 
@@ -163,6 +167,8 @@ func startHub(ctx context.Context, h *hubServeFlags, reg *prometheus.Registry, l
 		Sealer:         sealer,
 		Sinks:          []hub.AlertSink{dispatchSink{disp}},
 		OutputsChanged: configure,
+		OfflineAfter:   h.offlineAfter,
+		SweepEvery:     h.sweepEvery,
 	}, st)
 	if err != nil {
 		closeStore()

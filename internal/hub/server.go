@@ -64,7 +64,7 @@ type Config struct {
 	// changed or deleted (e.g. notify.Dispatcher.Configure).
 	OutputsChanged func(outputs []store.Output)
 	// OfflineAfter without a heartbeat a Connected cluster becomes Offline
-	// (default 5 minutes); ExpireAfter it becomes Expired (default 30 days).
+	// (default 15 minutes); ExpireAfter it becomes Expired (default 30 days).
 	OfflineAfter, ExpireAfter time.Duration
 	// SweepEvery is the connectivity sweep period (default 30 s).
 	SweepEvery time.Duration
@@ -168,7 +168,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.OfflineAfter <= 0 {
-		cfg.OfflineAfter = 5 * time.Minute
+		cfg.OfflineAfter = 15 * time.Minute
 	}
 	if cfg.ExpireAfter <= 0 {
 		cfg.ExpireAfter = 30 * 24 * time.Hour
