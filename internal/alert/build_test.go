@@ -134,7 +134,7 @@ func TestFromMatchFillsEntities(t *testing.T) {
 			if en.Node != "node-1" || en.Namespace != "shop" || en.Pod != "web-7d9" {
 				t.Errorf("node/namespace/pod = %q %q %q", en.Node, en.Namespace, en.Pod)
 			}
-			if en.Container == nil || *en.Container != *ev.Container || en.Container == ev.Container {
+			if en.Container == nil || !reflect.DeepEqual(*en.Container, *ev.Container) || en.Container == ev.Container {
 				t.Errorf("container = %+v, want a copy of %+v", en.Container, ev.Container)
 			}
 			if !reflect.DeepEqual(en.Process, wantProc) {

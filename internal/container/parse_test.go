@@ -1,6 +1,7 @@
 package container
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -156,7 +157,7 @@ func TestParse(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Parse(tc.path); got != tc.want {
+			if got := Parse(tc.path); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("Parse(%q)\n got %+v\nwant %+v", tc.path, got, tc.want)
 			}
 		})
@@ -192,7 +193,7 @@ func TestValidNamespace(t *testing.T) {
 func checkInvariants(t *testing.T, path string, c event.Container) {
 	t.Helper()
 	if c.Host {
-		if c != (event.Container{Host: true}) {
+		if !reflect.DeepEqual(c, event.Container{Host: true}) {
 			t.Fatalf("Parse(%q) = %+v: host attribution carries container fields", path, c)
 		}
 		return

@@ -3,6 +3,7 @@ package container
 import (
 	"container/list"
 	"sync"
+	"time"
 
 	"github.com/vigil-sec/vigil/internal/event"
 )
@@ -16,6 +17,17 @@ import (
 type Enricher interface {
 	Enrich(c *event.Container)
 }
+
+// Completer is optionally implemented by an Enricher that knows whether an
+// attribution still lacks metadata that may arrive later (a pod's container
+// whose status kubelet has not reported yet). The Resolver enriches such an
+// attribution again on a later lookup, at most once per RetryInterval.
+type Completer interface {
+	Complete(c *event.Container) bool
+}
+
+// RetryInterval is how often an incomplete attribution is enriched again.
+const RetryInterval = time.Second
 
 // DefaultCacheSize is a cache size that holds every cgroup of a busy node.
 const DefaultCacheSize = 4096
@@ -32,6 +44,7 @@ type Resolver struct {
 	size        int
 	enricher    Enricher
 	hostMountNS uint32
+	retryEvery  time.Duration
 
 	mu      sync.Mutex
 	entries map[uint64]*list.Element
@@ -43,6 +56,9 @@ type entry struct {
 	path    string
 	c       *event.Container
 	generic bool // only the plain runc/ctr rule matched (see the package doc)
+	// retryAt is when an incomplete attribution (see Completer) is
+	// enriched again; zero when it is complete.
+	retryAt time.Time
 }
 
 // ResolverOption configures a Resolver.
@@ -51,6 +67,12 @@ type ResolverOption func(*Resolver)
 // WithEnricher applies e to every newly resolved cgroup.
 func WithEnricher(e Enricher) ResolverOption {
 	return func(r *Resolver) { r.enricher = e }
+}
+
+// WithRetryInterval sets how often an incomplete attribution is enriched
+// again (default RetryInterval).
+func WithRetryInterval(d time.Duration) ResolverOption {
+	return func(r *Resolver) { r.retryEvery = d }
 }
 
 // WithHostMountNS names the host's mount namespace (the inode of
@@ -73,6 +95,8 @@ func NewResolver(size int, opts ...ResolverOption) *Resolver {
 		size:    size,
 		entries: make(map[uint64]*list.Element, min(size, 1024)),
 		lru:     list.New(),
+
+		retryEvery: RetryInterval,
 	}
 	for _, o := range opts {
 		o(r)
@@ -115,8 +139,15 @@ func (r *Resolver) resolve(cgroupID uint64, path string) (*event.Container, bool
 		e := el.Value.(*entry)
 		if path == "" || e.path == path {
 			r.lru.MoveToFront(el)
+			if e.retryAt.IsZero() || time.Now().Before(e.retryAt) {
+				r.mu.Unlock()
+				return e.c, e.generic
+			}
+			// Incomplete and due: enrich again (others keep the old one meanwhile).
+			e.retryAt = time.Now().Add(r.retryEvery)
+			path = e.path
 			r.mu.Unlock()
-			return e.c, e.generic
+			return r.refresh(cgroupID, path)
 		}
 	}
 	r.mu.Unlock()
@@ -135,16 +166,41 @@ func (r *Resolver) resolve(cgroupID uint64, path string) (*event.Container, bool
 		if e.path == path {
 			return e.c, e.generic // another goroutine resolved it meanwhile
 		}
-		e.path, e.c, e.generic = path, c, generic
+		e.path, e.c, e.generic, e.retryAt = path, c, generic, r.retryAt(c)
 		return c, generic
 	}
-	r.entries[cgroupID] = r.lru.PushFront(&entry{id: cgroupID, path: path, c: c, generic: generic})
+	r.entries[cgroupID] = r.lru.PushFront(&entry{id: cgroupID, path: path, c: c, generic: generic, retryAt: r.retryAt(c)})
 	if r.lru.Len() > r.size {
 		oldest := r.lru.Back()
 		r.lru.Remove(oldest)
 		delete(r.entries, oldest.Value.(*entry).id)
 	}
 	return c, generic
+}
+
+// refresh enriches a cached, incomplete attribution again and publishes the
+// result as a new Container (published ones are shared and read-only).
+func (r *Resolver) refresh(cgroupID uint64, path string) (*event.Container, bool) {
+	c, generic := r.build(path)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if el, ok := r.entries[cgroupID]; ok {
+		if e := el.Value.(*entry); e.path == path {
+			e.c, e.generic = c, generic
+			if next := r.retryAt(c); next.IsZero() {
+				e.retryAt = next
+			}
+		}
+	}
+	return c, generic
+}
+
+// retryAt is when c should be enriched again: zero when it is complete.
+func (r *Resolver) retryAt(c *event.Container) time.Time {
+	if comp, ok := r.enricher.(Completer); ok && !comp.Complete(c) {
+		return time.Now().Add(r.retryEvery)
+	}
+	return time.Time{}
 }
 
 // Forget drops a cgroup from the cache, for instance when the sensor sees

@@ -2,10 +2,12 @@ package container
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/vigil-sec/vigil/internal/event"
 )
@@ -35,7 +37,7 @@ func TestResolver(t *testing.T) {
 			t.Errorf("enricher called %d times, want 1", got)
 		}
 		want := event.Container{ID: ctrID, Runtime: RuntimeContainerd, PodUID: podUID, QOS: QOSBestEffort, Name: "name-" + ctrID}
-		if *a != want {
+		if !reflect.DeepEqual(*a, want) {
 			t.Errorf("Resolve = %+v, want %+v", *a, want)
 		}
 	})
@@ -171,5 +173,48 @@ func TestResolveProcessSettlesGenericCgroupsByMountNamespace(t *testing.T) {
 				t.Fatalf("cached answer differs: %+v vs %+v", again, got)
 			}
 		})
+	}
+}
+
+// lateEnricher knows a pod's name only from its third lookup on, like pod
+// metadata that arrives after the container started.
+type lateEnricher struct{ calls atomic.Int64 }
+
+func (e *lateEnricher) Enrich(c *event.Container) {
+	if e.calls.Add(1) >= 3 {
+		c.Pod, c.Name = "web-0", "web"
+	}
+}
+
+func (e *lateEnricher) Complete(c *event.Container) bool { return c.PodUID == "" || c.Pod != "" }
+
+func TestAnAttributionWhoseMetadataArrivesLateIsEnrichedAgainUntilComplete(t *testing.T) {
+	enr := &lateEnricher{}
+	r := NewResolver(16, WithEnricher(enr), WithRetryInterval(10*time.Millisecond))
+	path := "/kubepods/besteffort/pod" + podUID + "/" + ctrID
+	first := r.Resolve(7, path)
+	if first.Pod != "" {
+		t.Fatalf("first lookup already has pod %q", first.Pod)
+	}
+	if again := r.Resolve(7, path); again != first || enr.calls.Load() != 1 {
+		t.Fatalf("a lookup within the retry interval enriched again (%d calls)", enr.calls.Load())
+	}
+	var got *event.Container
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(15 * time.Millisecond) {
+		if got = r.Resolve(7, path); got.Pod != "" {
+			break
+		}
+	}
+	if got.Pod != "web-0" || got.Name != "web" || got.ID != ctrID {
+		t.Fatalf("after the metadata arrived: %+v, want pod web-0, container web", got)
+	}
+	if first.Pod != "" {
+		t.Errorf("the Container published first was modified (%+v): published attributions are read-only", first)
+	}
+	calls := enr.calls.Load()
+	time.Sleep(30 * time.Millisecond)
+	r.Resolve(7, path)
+	if enr.calls.Load() != calls {
+		t.Errorf("a complete attribution was enriched again")
 	}
 }

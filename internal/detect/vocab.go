@@ -319,6 +319,7 @@ func containerFields() map[string]field[*contView] {
 		"image":     fstr("container image", func(v *contView) string { return v.c.Image }),
 		"pod":       fstr("pod name", func(v *contView) string { return v.c.Pod }),
 		"namespace": fstr("Kubernetes namespace", func(v *contView) string { return v.c.Namespace }),
+		"workload":  fstr("the pod's controlling workload as Kind/Name (Deployment/web, DaemonSet/agent, ...)", func(v *contView) string { return v.c.Workload }),
 	}
 }
 

@@ -192,6 +192,11 @@ type Container struct {
 	Image     string `json:"image,omitempty"`
 	Pod       string `json:"pod,omitempty"`
 	Namespace string `json:"namespace,omitempty"`
+	// Workload is the pod's controlling workload as Kind/Name
+	// (Deployment/web, DaemonSet/agent, StatefulSet/db, Job/backup, ...),
+	// Labels the pod's labels; both from the Kubernetes API.
+	Workload string            `json:"workload,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
 }
 
 // Network details for connect/bind/listen/accept/dns.

@@ -2,6 +2,7 @@ package output
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 
@@ -239,6 +240,11 @@ func appendContainer(dst []byte, c *event.Container) []byte {
 	dst = appendOptString(dst, open, `"image":`, c.Image)
 	dst = appendOptString(dst, open, `"pod":`, c.Pod)
 	dst = appendOptString(dst, open, `"namespace":`, c.Namespace)
+	dst = appendOptString(dst, open, `"workload":`, c.Workload)
+	if len(c.Labels) > 0 {
+		dst = appendKey(dst, open, `"labels":`)
+		dst = appendStringMap(dst, c.Labels)
+	}
 	return append(dst, '}')
 }
 
@@ -401,6 +407,27 @@ func appendOptString(dst []byte, open int, key, s string) []byte {
 	}
 	dst = appendKey(dst, open, key)
 	return appendString(dst, s)
+}
+
+// appendStringMap appends a map[string]string as a JSON object with sorted
+// keys, as encoding/json does.
+func appendStringMap(dst []byte, m map[string]string) []byte {
+	var small [32]string // pods rarely carry more labels: no allocation
+	keys := small[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	dst = append(dst, '{')
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, k)
+		dst = append(dst, ':')
+		dst = appendString(dst, m[k])
+	}
+	return append(dst, '}')
 }
 
 // appendStrings appends a non-nil []string as a JSON array.

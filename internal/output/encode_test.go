@@ -133,7 +133,7 @@ func TestAppendEventMatchesEncodingJSON(t *testing.T) {
 				Kind: event.Kind(s), Node: s, Source: s,
 				Process:   event.Process{Comm: s, Exe: s, Args: []string{s, s}, Cwd: s, User: s, Cgroup: s},
 				Parent:    &event.ProcessRef{Exe: s, Comm: s, Args: []string{s}},
-				Container: &event.Container{ID: s, Image: s, Namespace: s},
+				Container: &event.Container{ID: s, Image: s, Namespace: s, Workload: s, Labels: map[string]string{s: s, "b": s, "a": ""}},
 				Network:   &event.Network{Family: s, DNSQuery: s},
 				File:      &event.File{Path: s, NewPath: s},
 				Syscall:   &event.Syscall{Name: s, Args: s, Name2: s, Namespace: s},
@@ -279,6 +279,7 @@ func realisticExec() *event.Event {
 			ID: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", Runtime: "containerd",
 			PodUID: "4f1c2d3e-aaaa-bbbb-cccc-0123456789ab", QOS: "burstable", Name: "app",
 			Image: "registry.example.com/team/app:1.2.3", Pod: "app-7d9f8c6b5-x2x4z", Namespace: "prod",
+			Workload: "Deployment/app", Labels: map[string]string{"app": "web", "pod-template-hash": "7d9f8c6b5"},
 		},
 		Network: &event.Network{Family: "ipv4", Protocol: "tcp", SrcIP: "10.0.0.5", SrcPort: 43210, DstIP: "93.184.216.34", DstPort: 443},
 	}
@@ -371,6 +372,23 @@ func (f *filler) fill(v reflect.Value, path string) {
 		for i := range n {
 			f.fill(v.Index(i), path+"[]")
 		}
+	case reflect.Map:
+		if v.Type().Key().Kind() != reflect.String || v.Type().Elem().Kind() != reflect.String {
+			f.t.Fatalf("%s is a %s, which neither this test nor AppendEvent handles: extend both", path, v.Type())
+		}
+		n := f.r.IntN(4)
+		if f.full && n == 0 {
+			n = 2
+		}
+		if n == 0 && f.r.IntN(2) == 0 {
+			v.SetZero() // nil
+			return
+		}
+		m := reflect.MakeMapWithSize(v.Type(), n)
+		for range n {
+			m.SetMapIndex(reflect.ValueOf(f.str()), reflect.ValueOf(f.str()))
+		}
+		v.Set(m)
 	case reflect.String:
 		v.SetString(f.str())
 	case reflect.Bool:
@@ -482,7 +500,9 @@ func jsonKeys(t *testing.T, doc []byte) map[string]bool {
 		case map[string]any:
 			for k, e := range v {
 				keys[prefix+k] = true
-				walk(e, prefix+k+".")
+				if prefix+k != "container.labels" { // a map's keys are data, not fields
+					walk(e, prefix+k+".")
+				}
 			}
 		case []any:
 			for _, e := range v {

@@ -3,6 +3,7 @@ package sensor
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -31,7 +32,22 @@ type detection struct {
 	mu     sync.Mutex // serialises sink writes
 	alerts *prometheus.CounterVec
 	errors prometheus.Counter
+
+	// Alerts whose pod metadata has not arrived wait for it (bounded).
+	meta      ContainerMeta
+	metaWait  time.Duration
+	waitSlots chan struct{}
+	waitMu    sync.Mutex // guards closed and waiters.Add
+	closed    bool       // shutting down: no new waiters
+	waiters   sync.WaitGroup
+	waitCtx   context.Context // cancelled at shutdown: waiters stop waiting
+	waitStop  context.CancelFunc
+	unwaited  prometheus.Counter
 }
+
+// maxMetaWaiters bounds the alerts waiting for pod metadata at once; more
+// go out with what is known (and are counted).
+const maxMetaWaiters = 1024
 
 func (s *Sensor) newDetection() *detection {
 	cfg := s.cfg
@@ -54,6 +70,20 @@ func (s *Sensor) newDetection() *detection {
 		window = alert.DefaultWindow
 	}
 	d.agg = alert.NewAggregator(window, d.deliver)
+	if cfg.ContainerMeta != nil {
+		d.meta = cfg.ContainerMeta
+		d.metaWait = cfg.MetaWait
+		if d.metaWait <= 0 {
+			d.metaWait = 10 * time.Second
+		}
+		d.waitSlots = make(chan struct{}, maxMetaWaiters)
+		d.waitCtx, d.waitStop = context.WithCancel(context.Background())
+		d.unwaited = prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_sensor_alerts_without_pod_metadata_total",
+			Help: "Alerts sent without their pod's name or container name: the metadata did not arrive within --kube-meta-wait, or too many alerts were waiting.",
+		})
+		s.reg.MustRegister(d.unwaited)
+	}
 	if cfg.Detectors {
 		d.dets = detectors.New(detectors.Options{ProcRoot: cfg.ProcRoot, Logger: s.log, Node: cfg.Node,
 			RulesRaiseFactAlerts: cfg.Rules != nil}, d.raise)
@@ -63,7 +93,46 @@ func (s *Sensor) newDetection() *detection {
 }
 
 // raise takes an alert from a rule match or a detector into aggregation.
-func (d *detection) raise(al *alert.Alert) { d.agg.Add(al) }
+// An alert about a pod's container whose metadata has not arrived yet
+// waits for it first (off the pipeline goroutine): an alert never names a
+// container without its pod only because the container was quicker than
+// the API server.
+func (d *detection) raise(al *alert.Alert) {
+	c := al.Entities.Container
+	if d.meta == nil || c == nil || d.meta.Complete(c) {
+		d.agg.Add(al)
+		return
+	}
+	select {
+	case d.waitSlots <- struct{}{}:
+	default:
+		d.unwaited.Inc()
+		d.agg.Add(al)
+		return
+	}
+	d.waitMu.Lock()
+	if d.closed {
+		d.waitMu.Unlock()
+		<-d.waitSlots
+		d.agg.Add(al)
+		return
+	}
+	d.waiters.Add(1)
+	d.waitMu.Unlock()
+	go func() {
+		defer d.waiters.Done()
+		defer func() { <-d.waitSlots }()
+		ctx, cancel := context.WithTimeout(d.waitCtx, d.metaWait)
+		defer cancel()
+		cp := *c // the alert owns its copy (alert.FromMatch); fill a new one anyway
+		if !d.meta.Wait(ctx, &cp) {
+			d.unwaited.Inc()
+		}
+		al.Entities.Container = &cp
+		al.Entities.Namespace, al.Entities.Pod = cp.Namespace, cp.Pod
+		d.agg.Add(al)
+	}()
+}
 
 func (d *detection) match(r *detect.Rule, ev *event.Event) {
 	d.raise(alert.FromMatch(r.ID, r.Name, r.Description, r.Severity, r.Maturity,
@@ -100,10 +169,24 @@ func (d *detection) observe(ev *event.Event) {
 // run drives the background parts (CPU sampler, aggregation flushes)
 // until ctx is done, then flushes pending alert updates.
 func (d *detection) run(ctx context.Context, wg *sync.WaitGroup) {
+	// Aggregation outlives ctx until alerts waiting for pod metadata
+	// (which stop waiting when ctx ends) are in.
+	aggCtx, aggDone := context.WithCancel(context.Background())
+	go func() {
+		<-ctx.Done()
+		if d.meta != nil {
+			d.waitMu.Lock()
+			d.closed = true
+			d.waitMu.Unlock()
+			d.waitStop()
+			d.waiters.Wait()
+		}
+		aggDone()
+	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		d.agg.Run(ctx)
+		d.agg.Run(aggCtx)
 	}()
 	if d.dets != nil {
 		wg.Add(1)

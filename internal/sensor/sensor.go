@@ -86,6 +86,23 @@ type Config struct {
 	AlertSinks []AlertSink
 	// AlertWindow is the aggregation window (default alert.DefaultWindow).
 	AlertWindow time.Duration
+	// ContainerMeta, if set, adds pod and container metadata (Kubernetes
+	// API) to container attributions; alerts about a container whose
+	// metadata has not arrived yet wait for it up to MetaWait.
+	ContainerMeta ContainerMeta
+	// MetaWait bounds how long an alert waits for its pod's metadata
+	// (default 10s).
+	MetaWait time.Duration
+}
+
+// ContainerMeta is a source of pod metadata (kubemeta.Cache).
+type ContainerMeta interface {
+	// Enrich fills what is known now, without blocking.
+	Enrich(c *event.Container)
+	// Complete reports whether c lacks nothing that may still arrive.
+	Complete(c *event.Container) bool
+	// Wait fills c, waiting until it is complete or ctx ends.
+	Wait(ctx context.Context, c *event.Container) bool
 }
 
 // source is what the pipeline needs from eBPF and proc sources alike.
@@ -164,7 +181,11 @@ func New(cfg Config) (*Sensor, error) {
 		s.log.Warn("cannot read init's mount namespace; using the sensor's own as the host's", "err", err)
 		hostNS = self
 	}
-	s.conts = container.NewResolver(container.DefaultCacheSize, container.WithHostMountNS(hostNS))
+	ropts := []container.ResolverOption{container.WithHostMountNS(hostNS)}
+	if cfg.ContainerMeta != nil {
+		ropts = append(ropts, container.WithEnricher(cfg.ContainerMeta))
+	}
+	s.conts = container.NewResolver(container.DefaultCacheSize, ropts...)
 
 	layout, err := container.DetectLayout("", "")
 	if err != nil {
