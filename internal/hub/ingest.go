@@ -268,19 +268,9 @@ func (s *Server) ingestAlertsChecked(w http.ResponseWriter, r *http.Request, p a
 	s.m.ingestAlerts.WithLabelValues("unchanged").Add(float64(res.Unchanged))
 	s.m.ingestAlerts.WithLabelValues("suppressed").Add(float64(suppressed))
 	writeJSON(w, http.StatusOK, ingestResponse{Accepted: len(b.Alerts), Inserted: res.Inserted, Updated: res.Updated, Unchanged: res.Unchanged})
-	if sinks := s.currentSinks(); len(sinks) > 0 && res.Inserted+res.Updated > 0 {
-		// A batch that was an exact replay publishes nothing; otherwise the
-		// batch's Active alerts are published (sinks upsert by ID).
-		for _, a := range batch {
-			if a.Status != alert.StatusActive {
-				continue
-			}
-			for _, sink := range sinks {
-				sink.Publish(a)
-			}
-			s.m.publishedAlert.Inc()
-		}
-	}
+	// A batch that was an exact replay publishes nothing; otherwise the
+	// batch's Active alerts are published (sinks upsert by ID).
+	s.publish(batch, res)
 	return nil
 }
 
@@ -336,6 +326,9 @@ func (s *Server) ingestHealth(w http.ResponseWriter, r *http.Request, p auth.Pri
 		OutboxDropped: h.OutboxDropped, RuleSetVersion: h.RuleSetVersion, SensorVersion: h.SensorVersion, Missing: h.Missing, ReportedAt: s.cfg.Now().UTC()})
 	if err != nil {
 		return notFound(err, "cluster %s is not registered at this hub: reconnect it with `vigil connect`", h.ClusterID)
+	}
+	if err := s.raiseHealthAlerts(r.Context(), ref, h); err != nil {
+		return err // the report is kept; the sensor retries and the alert follows
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

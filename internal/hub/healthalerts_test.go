@@ -1,0 +1,74 @@
+package hub
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/vigil-sec/vigil/internal/store"
+)
+
+func TestLossesInAHealthReportBecomeOneAlertPerNodeThatFollowsTheCounter(t *testing.T) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB) store.Store) {
+		var mu sync.Mutex
+		var published []store.Alert
+		e := newEnv(t, open, func(c *Config) {
+			c.Sinks = []AlertSink{SinkFunc(func(a store.Alert) { mu.Lock(); published = append(published, a); mu.Unlock() })}
+		})
+		sensor := e.cluster("s1", "g1", "a")
+		cid := clusterPath("s1", "g1", "a")
+		report := func(node string, drops, outbox int) {
+			t.Helper()
+			e.must(204, "POST", "/ingest/v1/health", sensor, map[string]any{"clusterId": cid, "node": node, "sourceMode": "ebpf", "drops": drops, "outboxDropped": outbox})
+		}
+		list := func(typ string) []map[string]any {
+			t.Helper()
+			r := e.must(200, "GET", "/subscriptions/s1/providers/Vigil.Security/alerts", e.owner, nil)
+			var out []map[string]any
+			for _, v := range r.json(t)["value"].([]any) {
+				a := v.(map[string]any)
+				if a["properties"].(map[string]any)["alertType"] == typ {
+					out = append(out, a["properties"].(map[string]any))
+				}
+			}
+			return out
+		}
+
+		report("n1", 0, 0)
+		if got := list(AlertEventsDropped); len(got) != 0 {
+			t.Fatalf("a report without losses raised %v", got)
+		}
+		report("n1", 5, 0)
+		report("n1", 12, 0)
+		got := list(AlertEventsDropped)
+		if len(got) != 1 {
+			t.Fatalf("events-dropped alerts = %d, want one for node n1", len(got))
+		}
+		if c := got[0]["count"]; c != float64(12) {
+			t.Errorf("count = %v, want 12 (the sensor's loss counter)", c)
+		}
+		if got[0]["severity"] != "Medium" {
+			t.Errorf("severity = %v", got[0]["severity"])
+		}
+		report("n2", 1, 3)
+		if got := list(AlertEventsDropped); len(got) != 2 {
+			t.Errorf("events-dropped alerts after node n2 lost events = %d, want 2", len(got))
+		}
+		out := list(AlertAlertsDropped)
+		if len(out) != 1 || out[0]["count"] != float64(3) || out[0]["severity"] != "High" {
+			t.Fatalf("alerts-dropped = %v, want one High alert with count 3", out)
+		}
+		mu.Lock()
+		n := len(published)
+		mu.Unlock()
+		if n < 3 {
+			t.Errorf("%d health alerts reached the outputs, want every change published", n)
+		}
+		// Repeating the last report changes nothing and publishes nothing.
+		report("n2", 1, 3)
+		mu.Lock()
+		defer mu.Unlock()
+		if len(published) != n {
+			t.Errorf("a repeated report published %d more alerts", len(published)-n)
+		}
+	})
+}
