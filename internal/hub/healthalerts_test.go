@@ -1,7 +1,10 @@
 package hub
 
 import (
+	"context"
+	"fmt"
 	"sync"
+	"time"
 	"testing"
 
 	"github.com/vigil-sec/vigil/internal/store"
@@ -71,4 +74,23 @@ func TestLossesInAHealthReportBecomeOneAlertPerNodeThatFollowsTheCounter(t *test
 			t.Errorf("a repeated report published %d more alerts", len(published)-n)
 		}
 	})
+}
+
+func TestAClusterOverItsIngestRateIsToldWhenToRetryAndOtherClustersAreNotSlowed(t *testing.T) {
+	e := newEnv(t, openSQLite, func(c *Config) { c.IngestRate, c.IngestBurst = 1, 3 })
+	busy := e.cluster("s1", "g1", "busy")
+	calm := e.cluster("s1", "g1", "calm")
+	for i := range 3 {
+		e.must(200, "POST", "/ingest/v1/alerts", busy, batch("s1", "g1", "busy", testAlert(fmt.Sprintf("b%d", i))))
+	}
+	r := e.do("POST", "/ingest/v1/alerts", busy, batch("s1", "g1", "busy", testAlert("b3")))
+	if r.code != 429 || r.errCode() != "TooManyRequests" || r.hdr.Get("Retry-After") == "" {
+		t.Fatalf("4th batch within a second = %d %s (Retry-After %q), want 429 TooManyRequests with Retry-After", r.code, r.body, r.hdr.Get("Retry-After"))
+	}
+	if _, err := e.st.GetAlert(context.Background(), "b3"); err == nil {
+		t.Fatal("a refused batch was stored")
+	}
+	e.must(200, "POST", "/ingest/v1/alerts", calm, batch("s1", "g1", "calm", testAlert("c0")))
+	e.clock.Advance(2 * time.Second)
+	e.must(200, "POST", "/ingest/v1/alerts", busy, batch("s1", "g1", "busy", testAlert("b3")))
 }

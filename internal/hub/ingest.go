@@ -177,6 +177,10 @@ func (s *Server) ingestAlerts(w http.ResponseWriter, r *http.Request, p auth.Pri
 	if p.Kind != store.TokenSensor {
 		return authorize(p, auth.ActionIngest, auth.ClusterID(p.Cluster))
 	}
+	if ok, wait := s.limit.allow(auth.ClusterID(p.Cluster), s.cfg.Now()); !ok {
+		s.m.ingestBatches.WithLabelValues("throttled").Inc()
+		return tooMany(w, auth.ClusterID(p.Cluster), wait)
+	}
 	err := s.ingestAlertsChecked(w, r, p)
 	var ae *apiError
 	var au *auth.Error
@@ -292,6 +296,9 @@ type healthReport struct {
 func (s *Server) ingestHealth(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	if p.Kind != store.TokenSensor {
 		return authorize(p, auth.ActionIngest, auth.ClusterID(p.Cluster))
+	}
+	if ok, wait := s.limit.allow(auth.ClusterID(p.Cluster), s.cfg.Now()); !ok {
+		return tooMany(w, auth.ClusterID(p.Cluster), wait)
 	}
 	data, err := readBody(r, 1<<20)
 	if err != nil {

@@ -108,10 +108,10 @@ func (s *Server) routeTable() []*route {
 		{method: "GET", path: outputsPath + "/{output}", op: "Outputs_Get", tag: "Outputs", summary: "Get an alert output.", token: tokenUser, arm: true, h: s.getOutput, ok: 200, resp: "Output", errCodes: append(ro, 404)},
 		{method: "DELETE", path: outputsPath + "/{output}", op: "Outputs_Delete", tag: "Outputs", summary: "Delete an alert output (204 when it did not exist).", token: tokenUser, arm: true, h: s.deleteOutput, ok: 200, alsoOK: []int{204}, errCodes: ro},
 
-		{method: "POST", path: "/ingest/v1/alerts", op: "Ingest_Alerts", tag: "Ingest", summary: "A sensor's batch of alerts (≤ 1000 alerts, ≤ 8 MiB, gzip accepted). 200 only after commit; replays are idempotent. 5xx: retry; other 4xx but 408/429: permanent.", token: tokenSensor, h: s.ingestAlerts,
-			body: "IngestBatch", example: ingestExample, ok: 200, resp: "IngestResult", errCodes: []int{400, 401, 403, 404, 413, 415, 503}},
+		{method: "POST", path: "/ingest/v1/alerts", op: "Ingest_Alerts", tag: "Ingest", summary: "A sensor's batch of alerts (≤ 1000 alerts, ≤ 8 MiB, gzip accepted). 200 only after commit; replays are idempotent. 5xx: retry; 429 (the cluster's ingest rate): retry after Retry-After; other 4xx but 408: permanent.", token: tokenSensor, h: s.ingestAlerts,
+			body: "IngestBatch", example: ingestExample, ok: 200, resp: "IngestResult", errCodes: []int{400, 401, 403, 404, 413, 415, 429, 503}},
 		{method: "POST", path: "/ingest/v1/health", op: "Ingest_Health", tag: "Ingest", summary: "A sensor's health report (one per node; the latest is kept).", token: tokenSensor, h: s.ingestHealth,
-			body: "HealthReport", example: map[string]any{"clusterId": exClusterID, "node": "node-1", "sourceMode": "ebpf", "drops": 0, "outboxDropped": 0, "ruleSetVersion": "43", "sensorVersion": "0.1.0"}, ok: 204, errCodes: []int{400, 401, 403, 404, 413, 415}},
+			body: "HealthReport", example: map[string]any{"clusterId": exClusterID, "node": "node-1", "sourceMode": "ebpf", "drops": 0, "outboxDropped": 0, "ruleSetVersion": "43", "sensorVersion": "0.1.0"}, ok: 204, errCodes: []int{400, 401, 403, 404, 413, 415, 429}},
 		{method: "POST", path: "/ingest/v1/heartbeat", op: "Ingest_Heartbeat", tag: "Ingest", summary: "An agent's (or standalone sensor's) heartbeat: sets the cluster Connected.", token: tokenNode, h: s.heartbeat,
 			body: "Heartbeat", example: map[string]any{"clusterId": exClusterID, "agentVersion": "0.1.0", "kubernetesVersion": "v1.31.2", "nodeCount": 3}, ok: 204, errCodes: []int{400, 401, 403, 404, 413, 415}},
 		{method: "POST", path: "/ingest/v1/extensionStatus", op: "Ingest_ExtensionStatus", tag: "Ingest", summary: "An agent reports what it applied for an extension generation.", token: tokenAgent, h: s.reportExtensionStatus,

@@ -74,6 +74,12 @@ type Config struct {
 	// after decompression) bound one ingest batch.
 	MaxBatchAlerts int
 	MaxBatchBytes  int64
+	// IngestRate limits each cluster's ingest requests (alert batches and
+	// health reports) per second, with bursts of IngestBurst (defaults 100
+	// and 400; a negative rate disables the limit). Refused requests get
+	// 429 with Retry-After.
+	IngestRate  float64
+	IngestBurst int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -87,6 +93,7 @@ type Server struct {
 	mux    *http.ServeMux
 	routes []*route
 	m      *metrics
+	limit  *clusterLimiter
 
 	sinksMu sync.RWMutex
 	sinks   []AlertSink
@@ -185,6 +192,12 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	if cfg.MaxBatchBytes <= 0 {
 		cfg.MaxBatchBytes = 8 << 20
 	}
+	if cfg.IngestRate == 0 {
+		cfg.IngestRate = 100
+	}
+	if cfg.IngestBurst <= 0 {
+		cfg.IngestBurst = 400
+	}
 	m, err := newMetrics(cfg.Registry)
 	if err != nil {
 		return nil, err
@@ -193,6 +206,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		cfg: cfg, st: st, log: cfg.Logger, m: m,
 		authn: auth.NewAuthenticator(st, cfg.Logger, cfg.Now, cfg.TouchEvery),
 		mux:   http.NewServeMux(),
+		limit: newClusterLimiter(cfg.IngestRate, cfg.IngestBurst),
 		sinks: append([]AlertSink(nil), cfg.Sinks...),
 	}
 	s.routes = s.routeTable()
