@@ -83,3 +83,19 @@ type SharedMaps struct {
 func (m SharedMaps) Replacements() map[string]*ebpf.Map {
 	return map[string]*ebpf.Map{"events": m.Events, "drops": m.Drops, "vigil_cfg": m.Config}
 }
+
+// Options returns CollectionOptions that load spec against the shared
+// maps. The spec's declarations of those maps are adjusted to the maps as
+// created (the ring buffer's size is chosen at run time, e.g. --ring-size),
+// which cilium/ebpf requires of a replacement.
+func (m SharedMaps) Options(spec *ebpf.CollectionSpec) *ebpf.CollectionOptions {
+	repl := m.Replacements()
+	for name, mp := range repl {
+		if ms, ok := spec.Maps[name]; ok {
+			ms.MaxEntries = mp.MaxEntries()
+		} else {
+			delete(repl, name)
+		}
+	}
+	return &ebpf.CollectionOptions{MapReplacements: repl}
+}

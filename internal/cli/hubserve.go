@@ -21,6 +21,7 @@ import (
 	"github.com/vigil-sec/vigil/internal/hub"
 	"github.com/vigil-sec/vigil/internal/notify"
 	"github.com/vigil-sec/vigil/internal/pki"
+	"github.com/vigil-sec/vigil/internal/portal"
 	"github.com/vigil-sec/vigil/internal/seal"
 	"github.com/vigil-sec/vigil/internal/store"
 	"github.com/vigil-sec/vigil/internal/store/postgres"
@@ -38,6 +39,7 @@ type hubServeFlags struct {
 	bootstrapToken string
 	offlineAfter   time.Duration
 	sweepEvery     time.Duration
+	ingestRate     float64
 }
 
 func (h *hubServeFlags) register(fl *pflag.FlagSet, dataDir, listen string) {
@@ -48,6 +50,7 @@ func (h *hubServeFlags) register(fl *pflag.FlagSet, dataDir, listen string) {
 	fl.StringVar(&h.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
 	fl.StringSliceVar(&h.sans, "tls-san", nil, "extra DNS name or IP address in the generated server certificate (repeatable)")
 	fl.DurationVar(&h.offlineAfter, "offline-after", 15*time.Minute, "a Connected cluster without a heartbeat for this long becomes Offline")
+	fl.Float64Var(&h.ingestRate, "ingest-rate", 100, "ingest requests (alert batches, health reports) per second each cluster may send, bursts of 4x; beyond it sensors are told to retry later (429); negative: no limit")
 	fl.DurationVar(&h.sweepEvery, "sweep-every", 30*time.Second, "how often connectivity states are re-derived from heartbeats")
 	fl.StringVar(&h.bootstrapToken, "bootstrap-token", "", "register this Owner token for automation (default $VIGIL_BOOTSTRAP_TOKEN; otherwise one is generated and printed at first start)")
 }
@@ -169,11 +172,19 @@ func startHub(ctx context.Context, h *hubServeFlags, reg *prometheus.Registry, l
 		OutputsChanged: configure,
 		OfflineAfter:   h.offlineAfter,
 		SweepEvery:     h.sweepEvery,
+		IngestRate:     h.ingestRate,
+		IngestBurst:    int(max(4*h.ingestRate, 1)),
 	}, st)
 	if err != nil {
 		closeStore()
 		return nil, err
 	}
+	web, err := portal.New(portal.Config{Store: st, Authenticator: srv.Authenticator(), Logger: log, Registerer: reg})
+	if err != nil {
+		closeStore()
+		return nil, err
+	}
+	web.Register(srv)
 	ln, err := net.Listen("tcp", h.listen)
 	if err != nil {
 		closeStore()
@@ -186,6 +197,7 @@ func startHub(ctx context.Context, h *hubServeFlags, reg *prometheus.Registry, l
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	hs.RegisterOnShutdown(web.Close) // end the portal's live-update streams
 	bg, cancel := context.WithCancel(context.Background())
 	rh := &runningHub{
 		URL: "https://" + dialAddr(ln.Addr()), CAPEM: bundle.CAPEM, Bootstrap: secret,

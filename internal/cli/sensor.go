@@ -32,9 +32,11 @@ type sensorFlags struct {
 	pprof         bool
 	alertsOut     string
 	rules         ruleSource
+	threatIntel   []string
 	noDetectors   bool
 	noRules       bool
 	hub           hubShipFlags
+	kube          kubeMetaFlags
 }
 
 func newSensorCmd(g *globalFlags) *cobra.Command {
@@ -74,7 +76,9 @@ event kinds it cannot see.`,
 	fl.BoolVar(&f.noDetectors, "no-detectors", false, "do not run the stateful detectors (drift, fan-out, recon bursts, sustained CPU)")
 	fl.BoolVar(&f.noRules, "no-rules", false, "do not evaluate rules (telemetry only)")
 	f.rules.flags(cmd)
+	fl.StringArrayVar(&f.threatIntel, "threat-intel", nil, "threat-intelligence indicator FILE: one domain, IP address or CIDR per line, # comments (repeatable); appended to the threat_intel_* rule lists, re-read on reload")
 	fl.BoolVar(&f.pprof, "pprof", false, "also serve Go's profiler under /debug/pprof/ on --metrics-addr")
+	f.kube.register(fl)
 	fl.BoolVar(&f.noSnapshot, "no-snapshot", false, "do not emit snapshot events for processes already running at start")
 	f.hub.register(fl)
 	return cmd
@@ -148,7 +152,7 @@ func runSensor(cmd *cobra.Command, g *globalFlags, f *sensorFlags) error {
 	if !f.noRules {
 		// Rules are compiled before the sensor attaches, so a bad rule file
 		// stops the start with its position instead of running blind.
-		reloader, err := detect.NewReloader(func() (*detect.RuleSet, error) { return f.rules.load() }, log)
+		reloader, err := detect.NewReloader(func() (*detect.RuleSet, error) { return loadRulesWithThreatIntel(&f.rules, f.threatIntel) }, log)
 		if err != nil {
 			return fmt.Errorf("rules: %w", err)
 		}
@@ -171,9 +175,23 @@ func runSensor(cmd *cobra.Command, g *globalFlags, f *sensorFlags) error {
 		cfg.AlertSinks = append(cfg.AlertSinks, aw)
 	}
 
+	cfg.Registry = prometheus.NewRegistry()
+	if on, err := f.kube.enabled(); err != nil {
+		return err
+	} else if on {
+		node := f.node
+		if node == "" {
+			node = os.Getenv("NODE_NAME")
+		}
+		meta, err := f.kube.start(cmd.Context(), node, cfg.Registry, log)
+		if err != nil {
+			return err
+		}
+		cfg.ContainerMeta, cfg.MetaWait, cfg.Node = meta, f.kube.wait, node
+	}
+
 	var ob *outbox.Outbox
 	if ship != nil {
-		cfg.Registry = prometheus.NewRegistry()
 		if ob, err = ship.openOutbox(cfg.Registry, log); err != nil {
 			return err
 		}

@@ -24,13 +24,14 @@ import (
 
 // upFlags configure `vigil up`.
 type upFlags struct {
-	hub       hubServeFlags
-	cluster   string
-	group     string
-	noSensor  bool
-	source    string
-	fileEvts  bool
-	signInCLI bool
+	hub         hubServeFlags
+	cluster     string
+	group       string
+	noSensor    bool
+	source      string
+	fileEvts    bool
+	signInCLI   bool
+	threatIntel []string
 }
 
 // Resource names of the standalone cluster `vigil up` registers.
@@ -65,6 +66,7 @@ The sensor needs root (eBPF); without it vigil up runs the hub alone and says so
 	fl.BoolVar(&f.noSensor, "no-sensor", false, "run the hub only")
 	fl.StringVar(&f.source, "source", sensor.ModeAuto, "sensor event source: auto, ebpf or proc")
 	fl.BoolVar(&f.fileEvts, "file-events", true, "sensor: observe file and privilege syscalls (see vigil sensor --help)")
+	fl.StringArrayVar(&f.threatIntel, "threat-intel", nil, "sensor: threat-intelligence indicator FILE, one domain, IP address or CIDR per line (repeatable; see vigil sensor --help)")
 	fl.BoolVar(&f.signInCLI, "sign-in", true, "save the hub URL, CA and admin token for the CLI of the user running vigil up")
 	return cmd
 }
@@ -248,6 +250,8 @@ func heartbeat(ctx context.Context, st store.Store, ref store.ClusterRef, log *s
 func upSensorFlags(f *upFlags, rh *runningHub, ref store.ClusterRef, token string) *sensorFlags {
 	return &sensorFlags{
 		source: f.source, ringSize: "4MiB", argvMax: 4096, fileEvents: f.fileEvts, networkEvents: true,
+		threatIntel: f.threatIntel,
+		kube:        kubeMetaFlags{mode: "auto", wait: 10 * time.Second},
 		hub: hubShipFlags{
 			url: rh.URL, token: token, caPEM: rh.CAPEM, clusterID: auth.ClusterID(ref),
 			outboxDir: filepath.Join(f.hub.dataDir, "outbox"), outboxMax: "64MiB", healthInterval: 30 * time.Second,
@@ -260,11 +264,12 @@ func printUp(w io.Writer, rh *runningHub, ref store.ClusterRef, admin, cliPath, 
 vigil is up.
 
   API:          %s   (OpenAPI: %s/openapi.json)
+  Portal:       %s/portal/   (sign in with the admin token)
   Admin token:  %s
   This host:    %s
   CA to pin:    %s
 
-`, rh.URL, rh.URL, admin, auth.ClusterID(ref), caPath)
+`, rh.URL, rh.URL, rh.URL, admin, auth.ClusterID(ref), caPath)
 	if cliPath != "" {
 		fmt.Fprintf(w, "The CLI is signed in (%s): try `vigil alerts list -o table` in another shell.\n", cliPath)
 	}

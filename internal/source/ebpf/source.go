@@ -253,7 +253,7 @@ func (s *Source) attachFile(shared bpf.SharedMaps) error {
 		return fmt.Errorf("ebpf source: parsing the embedded file object: %w", err)
 	}
 	s.file = new(bpf.FileObjects)
-	if err := spec.LoadAndAssign(s.file, &cebpf.CollectionOptions{MapReplacements: shared.Replacements()}); err != nil {
+	if err := spec.LoadAndAssign(s.file, shared.Options(spec)); err != nil {
 		s.file = nil
 		return loadError("file/privilege programs", err)
 	}

@@ -399,3 +399,19 @@ func TestDropsAreCountedExactly(t *testing.T) {
 	}
 	t.Logf("stats: %+v", st)
 }
+
+// Every program loads against the shared ring whatever its size: the
+// file and network objects declare the ring at the default size and must
+// adopt the one created at run time (--ring-size).
+func TestEveryEventKindLoadsWithANonDefaultRingSize(t *testing.T) {
+	for _, size := range []int{4096, 16 << 20} {
+		t.Run(fmt.Sprintf("%d bytes", size), func(t *testing.T) {
+			c := startSource(t, Config{RingBytes: size, FileEvents: true, NetworkEvents: true})
+			for _, k := range []event.Kind{event.KindOpen, event.KindConnect, event.KindDNS, event.KindExec} {
+				if slices.Contains(c.src.Missing(), k) {
+					t.Errorf("with a %d-byte ring, %s events are missing (Missing() = %v)", size, k, c.src.Missing())
+				}
+			}
+		})
+	}
+}

@@ -77,7 +77,7 @@ func Attach(m bpf.SharedMaps, cgroup2Path string, log *slog.Logger) (io.Closer, 
 		return nil, fmt.Errorf("read embedded network BPF object: %w", err)
 	}
 	objs := &bpf.NetObjects{}
-	if err := spec.LoadAndAssign(objs, &ebpf.CollectionOptions{MapReplacements: m.Replacements()}); err != nil {
+	if err := spec.LoadAndAssign(objs, m.Options(spec)); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load network BPF programs (verifier rejected them; kernel needs BTF, tp_btf and cgroup sock_addr support): %+v", ve)
