@@ -633,7 +633,7 @@ func (s *Server) listRecommendations(w http.ResponseWriter, r *http.Request, p a
 		}
 		if !hasSensor && c.Distribution != "standalone" {
 			add("installSensor", id, recommendationProperties{
-				DisplayName: "Install the vigil sensor extension",
+				DisplayName: "Connected clusters should have the vigil sensor extension installed",
 				Description: fmt.Sprintf("Cluster %s has no vigil.sensor extension, so nothing watches its nodes for threats.", c.Name),
 				Severity:    alert.SeverityHigh,
 				Remediation: fmt.Sprintf("vigil extension create --cluster-name %s --resource-group %s --extension-type vigil.sensor --name vigil-sensor", c.Name, c.ResourceGroup),

@@ -126,7 +126,7 @@ func TestRequestsAreValidatedWithMessagesThatNameTheProblem(t *testing.T) {
 	}
 }
 
-func TestProtectedSettingsAreSealedAtRestAndNeverReturned(t *testing.T) {
+func TestProtectedSettingsAreSealedAtRestAndOnlyTheClustersAgentReadsThem(t *testing.T) {
 	key := bytes.Repeat([]byte{7}, 32)
 	sealer, err := seal.NewFromKey(key)
 	if err != nil {
@@ -160,6 +160,19 @@ func TestProtectedSettingsAreSealedAtRestAndNeverReturned(t *testing.T) {
 	again, _ := e.st.GetExtension(context.Background(), stored.Cluster, "s")
 	if !bytes.Equal(again.ProtectedSettings, stored.ProtectedSettings) {
 		t.Fatal("a PUT without protected settings wiped the stored ones")
+	}
+	// The agent of the extension's own cluster reads them (it must apply
+	// them); an agent of another cluster and a sensor of this one do not.
+	agent := e.agent("s1", "g1", "c1")
+	for _, path := range []string{ext, c + "/providers/Vigil.KubernetesConfiguration/extensions"} {
+		if b := e.must(200, "GET", path, agent, nil).body; !bytes.Contains(b, []byte(`"configurationProtectedSettings":{"password":"hunter2-secret"}`)) {
+			t.Errorf("the cluster's own agent GET %s does not get the protected settings: %s", path, b)
+		}
+	}
+	e.must(201, "PUT", clusterPath("s1", "g1", "c2"), e.owner, map[string]any{})
+	other := e.agent("s1", "g1", "c2")
+	if r := e.do("GET", ext, other, nil); r.code != 403 || bytes.Contains(r.body, []byte("hunter2")) {
+		t.Errorf("another cluster's agent GET = %d %s, want 403 without the secret", r.code, r.body)
 	}
 	// Without a sealer the hub refuses protected settings instead of storing them in the clear.
 	e2 := newEnv(t, openSQLite)
@@ -709,7 +722,7 @@ func TestRecommendationsNameWhatToFix(t *testing.T) {
 	got := recs(e.owner)
 	want := []string{
 		"Enable the Containers plan /subscriptions/s1/providers/Vigil.Security/pricings/Containers",
-		"Install the vigil sensor extension " + clusterPath("s1", "g1", "bare"),
+		"Connected clusters should have the vigil sensor extension installed " + clusterPath("s1", "g1", "bare"),
 	}
 	for _, w := range want {
 		if got[w] == "" {

@@ -504,8 +504,28 @@ func (s *Server) getExtension(w http.ResponseWriter, r *http.Request, p auth.Pri
 	if err != nil {
 		return notFound(err, "extension '%s' not found on cluster '%s'; list them with `vigil extension list --cluster-name %s --resource-group %s`", name, ref.Name, ref.Name, ref.ResourceGroup)
 	}
-	writeJSON(w, http.StatusOK, toExtension(e))
+	out, err := s.extensionFor(p, e)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// extensionFor renders e for p. Protected settings are write-only for
+// everyone but the agent of the extension's own cluster, which must apply
+// them (e.g. the sensor's ingest token) and gets them unsealed.
+func (s *Server) extensionFor(p auth.Principal, e store.Extension) (extensionResource, error) {
+	out := toExtension(e)
+	if p.Kind != store.TokenAgent || p.Cluster != e.Cluster || len(e.ProtectedSettings) == 0 || s.cfg.Sealer == nil {
+		return out, nil
+	}
+	settings, err := s.cfg.Sealer.Open(e.ProtectedSettings)
+	if err != nil {
+		return out, fmt.Errorf("open the protected settings of extension %s (was the hub's sealing key replaced? re-send them with `vigil extension update`): %w", e.Name, err)
+	}
+	out.Properties.ConfigurationProtectedSettings = settings
+	return out, nil
 }
 
 func (s *Server) listExtensions(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
@@ -523,7 +543,11 @@ func (s *Server) listExtensions(w http.ResponseWriter, r *http.Request, p auth.P
 	sort.Slice(es, func(i, j int) bool { return es[i].Name < es[j].Name })
 	out := armList{Value: []any{}}
 	for _, e := range es {
-		out.Value = append(out.Value, toExtension(e))
+		x, err := s.extensionFor(p, e)
+		if err != nil {
+			return err
+		}
+		out.Value = append(out.Value, x)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

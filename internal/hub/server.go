@@ -44,9 +44,11 @@ type SinkFunc func(store.Alert)
 func (f SinkFunc) Publish(a store.Alert) { f(a) }
 
 // Sealer encrypts an extension's protected settings before they are
-// stored (internal/seal.Sealer satisfies it).
+// stored, and opens them for the one reader allowed to see them: the agent
+// of the extension's own cluster (internal/seal.Sealer satisfies it).
 type Sealer interface {
 	Seal(settings map[string]string) ([]byte, error)
+	Open(blob []byte) (map[string]string, error)
 }
 
 // Config configures a Server. Zero values take the defaults named.

@@ -408,7 +408,7 @@ func TestFixOnTheInstallSensorRecommendationCreatesTheSensorExtension(t *testing
 	b := e.browser()
 	b.signIn(e.owner)
 	pg := b.get("/portal/recommendations")
-	if !strings.Contains(pg.body, "Install the vigil sensor extension") || !strings.Contains(pg.body, `class="primary fix"`) {
+	if !strings.Contains(pg.body, "Connected clusters should have the vigil sensor extension installed") || !strings.Contains(pg.body, `class="primary fix"`) {
 		t.Fatalf("no install-sensor recommendation with a Fix button:\n%s", pg.body)
 	}
 	got := b.post("/portal/recommendations/fix", url.Values{"csrf": {csrfOf(t, pg.body)}, "fix": {"installSensor"}, "resourceId": {auth.ClusterID(e.prod)}})
@@ -423,7 +423,7 @@ func TestFixOnTheInstallSensorRecommendationCreatesTheSensorExtension(t *testing
 	if !strings.Contains(after.body, "vigil-sensor (vigil.sensor) created on cluster prod-aks") {
 		t.Errorf("no confirmation after Fix:\n%s", after.body)
 	}
-	if strings.Count(after.body, "Install the vigil sensor extension") != 1 {
+	if strings.Count(after.body, "Connected clusters should have the vigil sensor extension installed") != 1 {
 		t.Error("the fixed cluster still has its recommendation (only dev-k3s should)")
 	}
 }
