@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/vigil-sec/vigil/internal/kubemeta"
 )
@@ -57,6 +58,8 @@ func (k *kubeMetaFlags) start(ctx context.Context, node string, reg prometheus.R
 		return nil, fmt.Errorf("--kube-metadata: %w (outside a pod pass --kubeconfig FILE, or --kube-metadata off)", err)
 	}
 	cfg.UserAgent = "vigil-sensor/" + version
+	// client-go logs through klog: send it to the sensor's log.
+	klog.SetSlogLogger(log.With("component", "client-go"))
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("--kube-metadata: %w", err)
