@@ -33,7 +33,7 @@ func TestRecordLayoutsMatchTheCStructs(t *testing.T) {
 	}
 }
 
-func encode(t *testing.T, v any, size int) []byte {
+func encode(t testing.TB, v any, size int) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := binary.Write(&buf, binary.LittleEndian, v); err != nil {

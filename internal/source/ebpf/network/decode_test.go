@@ -28,7 +28,7 @@ func TestGoMirrorsHaveTheWireSizes(t *testing.T) {
 }
 
 // record builds a wire record: header then body.
-func record(t *testing.T, typ uint32, body any) (*bpf.RecHdr, []byte) {
+func record(t testing.TB, typ uint32, body any) (*bpf.RecHdr, []byte) {
 	t.Helper()
 	h := &bpf.RecHdr{Type: typ, PID: 42, TID: 43, PPID: 1, UID: 1000, StartTime: 99, NetNS: 7}
 	copy(h.Comm[:], "curl")
