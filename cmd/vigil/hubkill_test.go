@@ -166,7 +166,13 @@ type hubProcess struct {
 // waits until it serves.
 func startHubProcess(t *testing.T, bin, dataDir, dsn, owner string) *hubProcess {
 	t.Helper()
-	args := []string{"hub", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-format", "json", "--bootstrap-token", owner}
+	return startHubProcessAt(t, bin, "127.0.0.1:0", dataDir, dsn, owner)
+}
+
+// startHubProcessAt is startHubProcess listening on listen.
+func startHubProcessAt(t *testing.T, bin, listen, dataDir, dsn, owner string) *hubProcess {
+	t.Helper()
+	args := []string{"hub", "--data-dir", dataDir, "--listen", listen, "--log-format", "json", "--bootstrap-token", owner}
 	if dsn != "" {
 		args = append(args, "--db", dsn)
 	}
