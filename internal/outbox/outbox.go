@@ -534,6 +534,12 @@ func (o *Outbox) readCursor() (uint64, error) {
 	var b [cursorSize]byte
 	n, err := f.ReadAt(b[:], 0)
 	if n == 0 && (err == io.EOF || err == nil) {
+		// Allocate the cursor's block now: acknowledging later only
+		// overwrites it, so it works on a full disk too — and
+		// acknowledging is what frees the disk.
+		if err := o.writeCursor(0); err != nil {
+			o.log.Warn("outbox: cannot write the acknowledged-position file yet; acknowledging may fail while the disk is full", "file", path, "err", err)
+		}
 		return 0, nil
 	}
 	if n != cursorSize || string(b[:4]) != cursorMagic ||
