@@ -252,7 +252,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (Princi
 		return Principal{}, fmt.Errorf("look up token: %w", err)
 	}
 	now := a.now()
-	if !t.RevokedAt.IsZero() {
+	// A revocation may be dated ahead: a renewed agent credential keeps
+	// working for a grace period while the agent switches to the new one.
+	if !t.RevokedAt.IsZero() && !now.Before(t.RevokedAt) {
 		return Principal{}, unauthenticated("token %q was revoked at %s: ask an Owner for a new one", t.Name, t.RevokedAt.UTC().Format(time.RFC3339))
 	}
 	if !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) {

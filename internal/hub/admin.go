@@ -29,7 +29,7 @@ func (s *Server) toToken(t store.Token) tokenResource {
 		pr.ClusterID = auth.ClusterID(t.Cluster)
 	}
 	switch {
-	case !t.RevokedAt.IsZero():
+	case !t.RevokedAt.IsZero() && !s.cfg.Now().Before(t.RevokedAt):
 		pr.State = "Revoked"
 	case !t.ExpiresAt.IsZero() && !s.cfg.Now().Before(t.ExpiresAt):
 		pr.State = "Expired"

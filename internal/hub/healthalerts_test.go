@@ -94,3 +94,42 @@ func TestAClusterOverItsIngestRateIsToldWhenToRetryAndOtherClustersAreNotSlowed(
 	e.clock.Advance(2 * time.Second)
 	e.must(200, "POST", "/ingest/v1/alerts", busy, batch("s1", "g1", "busy", testAlert("b3")))
 }
+
+func TestAnAgentRenewsItsCredentialAndTheOldOneWorksForTheGracePeriod(t *testing.T) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB) store.Store) {
+		e := newEnv(t, open)
+		e.cluster("s1", "g1", "c1")
+		old := e.agent("s1", "g1", "c1")
+		cid := clusterPath("s1", "g1", "c1")
+		r := e.must(201, "POST", "/ingest/v1/renewToken", old, nil)
+		body := r.json(t)
+		secret, _ := body["token"].(string)
+		if secret == "" || secret == old {
+			t.Fatalf("renewal returned %s", r.body)
+		}
+		exp, err := time.Parse(time.RFC3339Nano, body["expiresAt"].(string))
+		if err != nil || exp.Sub(e.clock.Now()) < 89*24*time.Hour {
+			t.Errorf("new token expires %v (%v), want in 90 days", exp, err)
+		}
+		hb := map[string]any{"clusterId": cid, "agentVersion": "t"}
+		e.must(204, "POST", "/ingest/v1/heartbeat", secret, hb)
+		e.must(204, "POST", "/ingest/v1/heartbeat", old, hb) // grace
+		e.clock.Advance(RenewGrace + time.Second)
+		if r := e.do("POST", "/ingest/v1/heartbeat", old, hb); r.code != 401 {
+			t.Errorf("the old credential after the grace period = %d %s, want 401", r.code, r.body)
+		}
+		e.must(204, "POST", "/ingest/v1/heartbeat", secret, hb)
+		// The renewed token is bound to the same cluster only, and people
+		// and sensors cannot use the renewal.
+		e.cluster("s1", "g1", "c2")
+		if r := e.do("POST", "/ingest/v1/heartbeat", secret, map[string]any{"clusterId": clusterPath("s1", "g1", "c2")}); r.code != 403 {
+			t.Errorf("renewed token heartbeating for another cluster = %d", r.code)
+		}
+		sensor := e.cluster("s1", "g1", "c3")
+		for _, tok := range []string{e.owner, sensor} {
+			if r := e.do("POST", "/ingest/v1/renewToken", tok, nil); r.code != 403 {
+				t.Errorf("renewal with a non-agent token = %d %s, want 403", r.code, r.body)
+			}
+		}
+	})
+}

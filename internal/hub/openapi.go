@@ -112,6 +112,8 @@ func schemas() obj {
 			"updated": integer("known ids whose count or last-seen grew"), "unchanged": integer("exact replays")}),
 		"HealthReport": object([]string{"clusterId", "node", "sourceMode"}, obj{"clusterId": str(""), "node": str(""), "sourceMode": obj{"type": "string", "enum": []string{"ebpf", "proc"}},
 			"drops": integer(""), "outboxDropped": integer(""), "ruleSetVersion": str(""), "sensorVersion": str(""), "missing": obj{"type": "array", "items": obj{"type": "string"}}, "reportedAt": ts("replaced by the hub's receive time")}),
+		"RenewedToken": object([]string{"id", "token", "expiresAt", "oldExpiresAt"}, obj{"id": str("the new token's id"), "token": str("the new secret (shown once)"),
+			"expiresAt": ts("when the new token expires"), "oldExpiresAt": ts("when the token that asked stops working")}),
 		"Heartbeat": object([]string{"clusterId"}, obj{"clusterId": str(""), "agentVersion": str(""), "kubernetesVersion": str(""), "nodeCount": integer("")}),
 		"ExtensionStatusReport": object([]string{"clusterId", "name", "generation", "provisioningState"}, obj{"clusterId": str(""), "name": str("extension name"),
 			"generation": integer("the desired generation applied"), "provisioningState": str("Succeeded, Failed, Creating, Updating, Deleting"), "statuses": obj{"type": "array", "items": status}}),

@@ -114,6 +114,8 @@ func (s *Server) routeTable() []*route {
 			body: "HealthReport", example: map[string]any{"clusterId": exClusterID, "node": "node-1", "sourceMode": "ebpf", "drops": 0, "outboxDropped": 0, "ruleSetVersion": "43", "sensorVersion": "0.1.0"}, ok: 204, errCodes: []int{400, 401, 403, 404, 413, 415, 429}},
 		{method: "POST", path: "/ingest/v1/heartbeat", op: "Ingest_Heartbeat", tag: "Ingest", summary: "An agent's (or standalone sensor's) heartbeat: sets the cluster Connected.", token: tokenNode, h: s.heartbeat,
 			body: "Heartbeat", example: map[string]any{"clusterId": exClusterID, "agentVersion": "0.1.0", "kubernetesVersion": "v1.31.2", "nodeCount": 3}, ok: 204, errCodes: []int{400, 401, 403, 404, 413, 415}},
+		{method: "POST", path: "/ingest/v1/renewToken", op: "Ingest_RenewToken", tag: "Ingest", summary: "An agent renews its credential: a new agent token for its cluster (90 days); the one used keeps working for an hour.", token: tokenAgent, h: s.renewToken,
+			ok: 201, resp: "RenewedToken", errCodes: []int{401, 403}},
 		{method: "POST", path: "/ingest/v1/extensionStatus", op: "Ingest_ExtensionStatus", tag: "Ingest", summary: "An agent reports what it applied for an extension generation.", token: tokenAgent, h: s.reportExtensionStatus,
 			body: "ExtensionStatusReport", example: map[string]any{"clusterId": exClusterID, "name": "vigil-sensor", "generation": 1, "provisioningState": "Succeeded",
 				"statuses": []map[string]any{{"code": "Applied", "level": "Information", "message": "DaemonSet vigil-sensor ready on 3/3 nodes", "time": "2026-11-01T12:00:00Z"}}}, ok: 204, errCodes: []int{400, 401, 403, 404, 409, 413, 415}},

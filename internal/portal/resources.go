@@ -293,7 +293,7 @@ func (p *Portal) settingsPage(w http.ResponseWriter, r *http.Request, s *session
 				row.Target = auth.ClusterID(t.Cluster)
 			}
 			switch {
-			case !t.RevokedAt.IsZero():
+			case !t.RevokedAt.IsZero() && !now.Before(t.RevokedAt):
 				row.State = "Revoked"
 			case !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt):
 				row.State = "Expired"

@@ -290,6 +290,8 @@ type Store interface {
 	// returned too; the caller decides).
 	TokenByHash(ctx context.Context, hash []byte) (Token, error)
 	ListTokens(ctx context.Context) ([]Token, error)
+	// RevokeToken revokes a token from at (which may lie ahead: a grace
+	// period); an earlier revocation time wins.
 	RevokeToken(ctx context.Context, id string, at time.Time) error
 	TouchToken(ctx context.Context, id string, at time.Time) error
 

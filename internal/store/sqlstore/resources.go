@@ -622,7 +622,7 @@ func (s *Store) ListTokens(ctx context.Context) ([]store.Token, error) {
 // RevokeToken revokes a token; revoking again keeps the first time.
 func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error {
 	if err := execOne(ctx, s.w, notFound("token %q", id),
-		`UPDATE tokens SET revoked_at = CASE WHEN revoked_at = 0 THEN $2 ELSE revoked_at END WHERE id = $1`, id, nanos(s.orNow(at))); err != nil {
+		`UPDATE tokens SET revoked_at = CASE WHEN revoked_at = 0 OR revoked_at > $2 THEN $2 ELSE revoked_at END WHERE id = $1`, id, nanos(s.orNow(at))); err != nil {
 		return fmt.Errorf("revoke token %s: %w", id, err)
 	}
 	return nil
