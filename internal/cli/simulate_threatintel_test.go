@@ -63,6 +63,7 @@ evil.example          # a C2 domain
 192.0.2.128/25
 2001:db8:beef::/48
 2001:db8::1
+2001:f000::/20
 `)
 	feeds := []string{feed}
 	cases := []struct {
@@ -77,13 +78,16 @@ evil.example          # a C2 domain
 		{"the built-in simulation domain still matches", dnsEvent("c2.vigil-simulation.test"), "vigil.node/ThreatIntelDomain"},
 		{"a listed address", connectEvent("203.0.113.7"), "vigil.node/ThreatIntelIP"},
 		{"an address sharing the listed one's text prefix", connectEvent("203.0.113.70"), ""},
-		{"inside a /15 (rounded to two /16 prefixes)", connectEvent("198.19.200.1"), "vigil.node/ThreatIntelIP"},
+		{"inside a /15", connectEvent("198.19.200.1"), "vigil.node/ThreatIntelIP"},
 		{"just outside the /15", connectEvent("198.20.0.1"), ""},
-		{"inside a /25 (expanded to addresses)", connectEvent("192.0.2.200"), "vigil.node/ThreatIntelIP"},
+		{"inside a /25", connectEvent("192.0.2.200"), "vigil.node/ThreatIntelIP"},
 		{"outside the /25", connectEvent("192.0.2.127"), ""},
 		{"inside an IPv6 /48", connectEvent("2001:db8:beef::42"), "vigil.node/ThreatIntelIP"},
 		{"a listed IPv6 address", connectEvent("2001:db8::1"), "vigil.node/ThreatIntelIP"},
 		{"another IPv6 address", connectEvent("2001:db8::2"), ""},
+		{"inside an IPv6 /20 (no group boundary)", connectEvent("2001:fabc::1"), "vigil.node/ThreatIntelIP"},
+		{"outside the IPv6 /20", connectEvent("2001:e000::1"), ""},
+		{"an IPv4-mapped IPv6 destination of a listed address", connectEvent("::ffff:203.0.113.7"), "vigil.node/ThreatIntelIP"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -108,7 +112,6 @@ func TestABadThreatIntelLineIsRefusedWithItsPositionAndTheFix(t *testing.T) {
 	cases := []struct{ content, want string }{
 		{"evil.example\nnot a domain\n", ":2: \"not a domain\": not a domain, IP address or CIDR"},
 		{"203.0.113.0/33\n", ":1: \"203.0.113.0/33\": not a CIDR"},
-		{"2001:db8::/20\n", "IPv6 range too wide"},
 		{"localhost\n", "not a domain"},
 	}
 	for _, c := range cases {

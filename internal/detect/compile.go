@@ -285,7 +285,7 @@ func Compile(rs *RuleSet, opts ...Option) (*Engine, error) {
 			continue
 		}
 	}
-	e := &Engine{byKind: map[event.Kind][]*compiledRule{}, lists: lists, opts: o}
+	e := &Engine{byKind: map[event.Kind][]*compiledRule{}, lists: lists, opts: o, ti: newTIMatcher(lists)}
 	for _, r := range rs.Rules() {
 		cr, err := c.rule(r)
 		if err != nil {

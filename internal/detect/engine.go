@@ -33,6 +33,7 @@ type Engine struct {
 	index  map[event.Kind]*kindIndex // byKind with the name index
 	nMemo  int                       // shared sub-expression slots used (at most maxMemo)
 	lists  map[string]*listVal
+	ti     *tiMatcher // nil without indicators
 	opts   options
 	pool   sync.Pool
 
@@ -153,6 +154,9 @@ func (e *Engine) Evaluate(ev *event.Event, match func(r *Rule, ev *event.Event))
 	x := e.index[ev.Kind]
 	if x == nil {
 		return
+	}
+	if e.ti != nil && (ev.Kind == event.KindDNS || ev.Kind == event.KindConnect) {
+		e.ti.annotate(ev)
 	}
 	st := e.pool.Get().(*evalState)
 	st.reset(ev)
