@@ -1,11 +1,15 @@
 package hub
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vigil-sec/vigil/internal/seal"
 
 	"github.com/vigil-sec/vigil/internal/store"
 )
@@ -132,4 +136,35 @@ func TestAnAgentRenewsItsCredentialAndTheOldOneWorksForTheGracePeriod(t *testing
 			}
 		}
 	})
+}
+
+func TestASensorExtensionCreatedWithoutATokenGetsItsOwnIngestToken(t *testing.T) {
+	sealer, err := seal.NewFromKey(bytes.Repeat([]byte{9}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, openSQLite, func(c *Config) { c.Sealer = sealer })
+	e.must(201, "PUT", clusterPath("s1", "g1", "c1"), e.owner, map[string]any{})
+	ext := clusterPath("s1", "g1", "c1") + "/providers/Vigil.KubernetesConfiguration/extensions/vigil-sensor"
+	e.must(201, "PUT", ext, e.owner, map[string]any{"properties": map[string]any{"extensionType": "vigil.sensor"}})
+	agent := e.agent("s1", "g1", "c1")
+	var got struct {
+		Properties struct {
+			Settings map[string]string `json:"configurationProtectedSettings"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(e.must(200, "GET", ext, agent, nil).body, &got); err != nil {
+		t.Fatal(err)
+	}
+	token := got.Properties.Settings[SensorTokenSetting]
+	if token == "" {
+		t.Fatalf("the agent sees no %s in the extension's protected settings: %+v", SensorTokenSetting, got)
+	}
+	// It is a working sensor token of this cluster.
+	e.must(204, "POST", "/ingest/v1/health", token, map[string]any{"clusterId": clusterPath("s1", "g1", "c1"), "node": "n", "sourceMode": "ebpf"})
+	// An update keeps it; a token given explicitly is kept as given.
+	e.must(200, "PUT", ext, e.owner, map[string]any{"properties": map[string]any{"extensionType": "vigil.sensor", "configurationSettings": map[string]string{"logLevel": "debug"}}})
+	if err := json.Unmarshal(e.must(200, "GET", ext, agent, nil).body, &got); err != nil || got.Properties.Settings[SensorTokenSetting] != token {
+		t.Errorf("after an update the token is %q, want the one issued first", got.Properties.Settings[SensorTokenSetting])
+	}
 }

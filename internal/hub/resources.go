@@ -487,6 +487,11 @@ func (s *Server) putExtension(w http.ResponseWriter, r *http.Request, p auth.Pri
 		}
 		e.ProtectedSettings = blob
 	}
+	if e.ExtensionType == SensorExtensionType {
+		if err := s.ensureSensorToken(r, p, &e); err != nil {
+			return err
+		}
+	}
 	out, err := s.st.PutExtension(r.Context(), e)
 	if err != nil {
 		return notFound(err, "cluster '%s' not found in resource group '%s'", ref.Name, ref.ResourceGroup)
@@ -662,5 +667,47 @@ func (s *Server) putPlan(w http.ResponseWriter, r *http.Request, p auth.Principa
 	}
 	out.Subscription = sub
 	writeJSON(w, http.StatusOK, toPlan(out))
+	return nil
+}
+
+// SensorExtensionType is the extension that runs vigil's sensor on every
+// node; SensorTokenSetting is its protected setting holding the ingest
+// token the sensors ship alerts with (internal/extcatalog reads it).
+const (
+	SensorExtensionType = "vigil.sensor"
+	SensorTokenSetting  = "hubToken"
+)
+
+// ensureSensorToken gives a sensor extension created without an ingest
+// token (the portal's and `vigil recommendations fix`'s one-click install,
+// or an API call) a new sensor token for its cluster, sealed with its other
+// protected settings, so the agent can deploy working sensors.
+func (s *Server) ensureSensorToken(r *http.Request, p auth.Principal, e *store.Extension) error {
+	if s.cfg.Sealer == nil {
+		return nil // nothing can be stored sealed; the agent reports the missing token
+	}
+	settings := map[string]string{}
+	if len(e.ProtectedSettings) > 0 {
+		m, err := s.cfg.Sealer.Open(e.ProtectedSettings)
+		if err != nil {
+			return fmt.Errorf("open the protected settings of extension %s (was the hub's sealing key replaced? re-send them): %w", e.Name, err)
+		}
+		settings = m
+	}
+	if settings[SensorTokenSetting] != "" {
+		return nil
+	}
+	secret, _, err := auth.CreateToken(r.Context(), s.st, auth.NewToken{
+		Name: "sensor-" + e.Name, Kind: store.TokenSensor, Cluster: e.Cluster, CreatedBy: p.String(),
+	}, s.cfg.Now())
+	if err != nil {
+		return fmt.Errorf("issue the ingest token of extension %s: %w", e.Name, err)
+	}
+	settings[SensorTokenSetting] = secret
+	blob, err := s.cfg.Sealer.Seal(settings)
+	if err != nil {
+		return fmt.Errorf("seal protected settings of extension %s: %w", e.Name, err)
+	}
+	e.ProtectedSettings = blob
 	return nil
 }
