@@ -5,6 +5,5 @@ import "github.com/spf13/cobra"
 // controlPlaneCmds are the control-plane verbs: connect, disconnect, agent,
 // extension, verify, preflight, plan, recommendations.
 func controlPlaneCmds(g *globalFlags) []*cobra.Command {
-	_ = g
-	return nil
+	return []*cobra.Command{newConnectCmd(), newDisconnectCmd(), newAgentCmd(g), newExtensionCmd(), newPlanCmd(), newRecommendationsCmd(), newVerifyCmd(), newPreflightCmd()}
 }

@@ -327,6 +327,9 @@ func (c *Cache) Complete(ct *event.Container) bool {
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if _, known := c.byID[ct.ID]; known {
+		return false // its name arrived after ct was filled: fill it again
+	}
 	p := c.byUID[ct.PodUID]
 	return p != nil && p.reported >= len(p.specs)
 }

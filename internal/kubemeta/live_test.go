@@ -92,6 +92,13 @@ func TestAPodOfThisNodeIsDescribedFromTheAPIServer(t *testing.T) {
 	if again.Pod != pod.Name || again.Name != "app" || !cache.Complete(&again) {
 		t.Errorf("Enrich = %+v (complete %v)", again, cache.Complete(&again))
 	}
+	// An attribution filled before kubelet reported the container (pod
+	// known, container name not yet) is not complete once it was reported:
+	// it must be filled again, not taken for the pod's sandbox.
+	early := event.Container{PodUID: string(pod.UID), ID: ct.ID, Pod: pod.Name, Namespace: ns}
+	if cache.Complete(&early) {
+		t.Errorf("an attribution without the container's name counts as complete although the cache knows the name")
+	}
 	// The pod's sandbox (not a listed container) is complete with the pod named.
 	sandbox := event.Container{PodUID: string(pod.UID), ID: "f00d"}
 	cache.Enrich(&sandbox)
