@@ -333,16 +333,60 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	}
 	var errs []error
 	desired := map[string]bool{}
+	var deleting []hubclient.Extension
 	for _, e := range exts {
+		if e.Properties.ProvisioningState == store.ProvisioningDeleting {
+			deleting = append(deleting, e) // removed below, then confirmed
+			continue
+		}
 		desired[e.Name] = true
 		if err := a.reconcileOne(ctx, c, e); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if err := a.removeUndesired(ctx, desired); err != nil {
-		errs = append(errs, err)
+		return errors.Join(append(errs, err)...) // confirm nothing not yet removed
+	}
+	for _, e := range deleting {
+		if err := a.confirmRemoved(ctx, c, e); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// confirmRemoved tells the hub that a Deleting extension's objects are
+// gone from the cluster, so the hub deletes it.
+func (a *Agent) confirmRemoved(ctx context.Context, c *hubclient.Client, e hubclient.Extension) error {
+	// Object names depend on the type only: render with a placeholder
+	// credential to learn what to delete.
+	r, err := extcatalog.Render(extcatalog.Extension{Name: e.Name, Type: e.Properties.ExtensionType, Protected: map[string]string{extcatalog.ProtectedHubToken: "removed"}}, a.target())
+	if err != nil {
+		return fmt.Errorf("render extension %s to remove it: %w", e.Name, err)
+	}
+	if err := a.cfg.Kube.Delete(ctx, r.Removable()); err != nil {
+		return fmt.Errorf("remove extension %s: %w", e.Name, err)
+	}
+	for _, o := range r.Removable() {
+		if ok, err := a.cfg.Kube.Exists(ctx, o); err == nil && ok {
+			a.log.Info("waiting for a deleted extension's objects to go", "extension", e.Name, "object", kube.Describe(o))
+			return nil // confirmed on a later cycle
+		}
+	}
+	err = c.ReportExtensionStatus(ctx, hubclient.ExtensionStatusReport{ClusterID: a.cfg.ClusterID, Name: e.Name,
+		Generation: e.Properties.Generation, ProvisioningState: "Deleted",
+		Statuses: []store.ExtensionStatus{{Code: "Removed", Level: "Information", DisplayStatus: "Deleted", Message: "removed from the cluster", Time: a.cfg.Now().UTC()}}})
+	if err != nil && !hubclient.IsStatus(err, http.StatusConflict) && !hubclient.IsStatus(err, http.StatusNotFound) {
+		a.hubFailed("extension-status", err)
+		return err
+	}
+	a.mu.Lock()
+	delete(a.applied, e.Name)
+	delete(a.reported, e.Name)
+	delete(a.recreated, e.Name)
+	a.mu.Unlock()
+	a.log.Info("removed extension and confirmed it to the hub", "extension", e.Name)
+	return nil
 }
 
 func (a *Agent) target() extcatalog.Target {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -356,7 +357,8 @@ func newExtensionListCmd(r *remoteFlags) *cobra.Command {
 
 func newExtensionDeleteCmd(r *remoteFlags) *cobra.Command {
 	t := &extTarget{}
-	var yes bool
+	var yes, force, noWait bool
+	timeout := extensionWaitDefault
 	cmd := &cobra.Command{
 		Use:     "delete --cluster-name N --resource-group G --cluster-type connectedClusters --name X [--yes]",
 		Short:   "Delete an extension; the agent removes its objects from the cluster",
@@ -374,15 +376,45 @@ func newExtensionDeleteCmd(r *remoteFlags) *cobra.Command {
 			if err := confirm(cmd, yes, fmt.Sprintf("Delete extension %s of cluster %s?", t.name, t.cluster)); err != nil {
 				return err
 			}
-			if err := rm.client.DeleteExtension(cmd.Context(), rm.subscription, t.group, t.cluster, t.name); err != nil {
+			if err := rm.client.DeleteExtensionForce(cmd.Context(), rm.subscription, t.group, t.cluster, t.name, force); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "extension %s deleted; the cluster's agent removes its objects at its next cycle\n", t.name)
-			return nil
+			if force || noWait {
+				fmt.Fprintf(cmd.OutOrStdout(), "extension %s deleted at the hub; the cluster's agent removes what it finds at its next cycle\n", t.name)
+				return nil
+			}
+			// Applied extensions stay Deleting until the agent confirmed it
+			// removed them from the cluster.
+			start, said := time.Now(), false
+			for {
+				_, err := rm.client.GetExtension(cmd.Context(), rm.subscription, t.group, t.cluster, t.name)
+				if hubclient.IsStatus(err, http.StatusNotFound) {
+					fmt.Fprintf(cmd.OutOrStdout(), "extension %s removed from cluster %s and deleted (%s)\n", t.name, t.cluster, time.Since(start).Round(time.Second))
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if !said {
+					fmt.Fprintf(cmd.ErrOrStderr(), "extension %s: Deleting — waiting for the cluster's agent to remove it...\n", t.name)
+					said = true
+				}
+				if time.Since(start) > timeout {
+					return clio.Errorf(clio.ExitGeneral, "extension %s is still Deleting after %s: is the cluster's agent Connected (`vigil cluster show -n %s -g %s`)? For a cluster that is gone for good, delete it at the hub only with --force", t.name, timeout, t.cluster, t.group)
+				}
+				select {
+				case <-cmd.Context().Done():
+					return cmd.Context().Err()
+				case <-time.After(time.Second):
+				}
+			}
 		},
 	}
 	t.register(cmd.Flags(), true)
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask")
+	cmd.Flags().BoolVar(&force, "force", false, "delete at the hub at once, without waiting for the agent to remove it (a cluster that is gone for good)")
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the hub accepted the request")
+	cmd.Flags().DurationVar(&timeout, "timeout", extensionWaitDefault, "how long to wait for the agent to remove it")
 	return cmd
 }
 

@@ -168,3 +168,50 @@ func TestASensorExtensionCreatedWithoutATokenGetsItsOwnIngestToken(t *testing.T)
 		t.Errorf("after an update the token is %q, want the one issued first", got.Properties.Settings[SensorTokenSetting])
 	}
 }
+
+func TestAnAppliedExtensionIsDeletedOnlyOnceItsAgentRemovedIt(t *testing.T) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB) store.Store) {
+		e := newEnv(t, open)
+		e.cluster("s1", "g1", "c1")
+		agent := e.agent("s1", "g1", "c1")
+		cid := clusterPath("s1", "g1", "c1")
+		ext := cid + "/providers/Vigil.KubernetesConfiguration/extensions/x"
+		report := func(gen int, state string) resp {
+			return e.do("POST", "/ingest/v1/extensionStatus", agent, map[string]any{"clusterId": cid, "name": "x", "generation": gen, "provisioningState": state})
+		}
+		// Never applied: deleted at once.
+		e.must(201, "PUT", ext, e.owner, map[string]any{"properties": map[string]any{"extensionType": "vigil.audit"}})
+		e.must(200, "DELETE", ext, e.owner, nil)
+		e.must(404, "GET", ext, e.owner, nil)
+
+		// Applied: Deleting until the agent confirms.
+		e.must(201, "PUT", ext, e.owner, map[string]any{"properties": map[string]any{"extensionType": "vigil.audit"}})
+		if r := report(1, "Succeeded"); r.code != 204 {
+			t.Fatalf("report = %d %s", r.code, r.body)
+		}
+		r := e.must(202, "DELETE", ext, e.owner, nil)
+		props := r.json(t)["properties"].(map[string]any)
+		if props["provisioningState"] != "Deleting" || props["generation"] != float64(2) {
+			t.Fatalf("DELETE of an applied extension = %s, want Deleting at generation 2", r.body)
+		}
+		e.must(202, "DELETE", ext, e.owner, nil) // again: still Deleting, same generation
+		if got := e.must(200, "GET", ext, agent, nil).json(t)["properties"].(map[string]any); got["provisioningState"] != "Deleting" || got["generation"] != float64(2) {
+			t.Fatalf("the agent reads %v, want Deleting at generation 2", got)
+		}
+		if r := report(1, "Deleted"); r.code != 409 {
+			t.Errorf("Deleted for an old generation = %d, want 409", r.code)
+		}
+		if r := report(2, "Deleted"); r.code != 204 {
+			t.Fatalf("Deleted = %d %s", r.code, r.body)
+		}
+		e.must(404, "GET", ext, e.owner, nil)
+		if r := report(2, "Deleted"); r.code != 204 {
+			t.Errorf("a repeated Deleted = %d, want 204", r.code)
+		}
+		// force deletes an applied extension at once (a cluster gone for good).
+		e.must(201, "PUT", ext, e.owner, map[string]any{"properties": map[string]any{"extensionType": "vigil.audit"}})
+		report(1, "Succeeded")
+		e.must(200, "DELETE", ext+"?force=true", e.owner, nil)
+		e.must(404, "GET", ext, e.owner, nil)
+	})
+}

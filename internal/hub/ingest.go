@@ -414,15 +414,18 @@ func (s *Server) reportExtensionStatus(w http.ResponseWriter, r *http.Request, p
 		return badRequest("extension status: fields name and generation (≥ 1, the desired generation the agent applied) are required")
 	}
 	switch x.ProvisioningState {
-	case store.ProvisioningSucceeded, store.ProvisioningFailed, store.ProvisioningCreating, store.ProvisioningUpdating, store.ProvisioningDeleting:
+	case store.ProvisioningSucceeded, store.ProvisioningFailed, store.ProvisioningCreating, store.ProvisioningUpdating, store.ProvisioningDeleting, ProvisioningDeleted:
 	default:
-		return badRequest("extension status: provisioningState %q is invalid: use Succeeded, Failed, Creating, Updating or Deleting", x.ProvisioningState)
+		return badRequest("extension status: provisioningState %q is invalid: use Succeeded, Failed, Creating, Updating, Deleting or Deleted", x.ProvisioningState)
 	}
 	if len(x.Statuses) > 32 {
 		return badRequest("extension status: at most 32 statuses")
 	}
 	if err := authorize(p, auth.ActionReportStatus, extensionID(ref, x.Name)); err != nil {
 		return err
+	}
+	if x.ProvisioningState == ProvisioningDeleted {
+		return s.confirmDeleted(w, r, ref, x)
 	}
 	err = s.st.ReportExtensionStatus(r.Context(), ref, x.Name, x.Generation, x.ProvisioningState, x.Statuses)
 	if errors.Is(err, store.ErrConflict) {
@@ -431,6 +434,30 @@ func (s *Server) reportExtensionStatus(w http.ResponseWriter, r *http.Request, p
 	if err != nil {
 		return notFound(err, "extension %s not found on cluster %s: it may have been deleted; read the desired extensions again", x.Name, x.ClusterID)
 	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// ProvisioningDeleted is what an agent reports once it removed a Deleting
+// extension from its cluster; the hub then deletes the extension.
+const ProvisioningDeleted = "Deleted"
+
+func (s *Server) confirmDeleted(w http.ResponseWriter, r *http.Request, ref store.ClusterRef, x extensionStatusReport) error {
+	e, err := s.st.GetExtension(r.Context(), ref, x.Name)
+	if errors.Is(err, store.ErrNotFound) {
+		w.WriteHeader(http.StatusNoContent) // already gone
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if e.ProvisioningState != store.ProvisioningDeleting || e.Generation != x.Generation {
+		return apiErr(http.StatusConflict, "GenerationMismatch", "extension %s is %s at generation %d, not Deleting at %d: it was changed again; read the desired extensions and apply them", x.Name, e.ProvisioningState, e.Generation, x.Generation)
+	}
+	if err := s.st.DeleteExtension(r.Context(), ref, x.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("delete extension %s: %w", x.Name, err)
+	}
+	s.log.Info("extension removed from its cluster and deleted", "cluster", auth.ClusterID(ref), "extension", x.Name)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -116,7 +116,7 @@ func schemas() obj {
 			"expiresAt": ts("when the new token expires"), "oldExpiresAt": ts("when the token that asked stops working")}),
 		"Heartbeat": object([]string{"clusterId"}, obj{"clusterId": str(""), "agentVersion": str(""), "kubernetesVersion": str(""), "nodeCount": integer("")}),
 		"ExtensionStatusReport": object([]string{"clusterId", "name", "generation", "provisioningState"}, obj{"clusterId": str(""), "name": str("extension name"),
-			"generation": integer("the desired generation applied"), "provisioningState": str("Succeeded, Failed, Creating, Updating, Deleting"), "statuses": obj{"type": "array", "items": status}}),
+			"generation": integer("the desired generation applied"), "provisioningState": str("Succeeded, Failed, Creating, Updating, Deleting, or Deleted once a Deleting extension was removed"), "statuses": obj{"type": "array", "items": status}}),
 	}
 }
 
@@ -134,6 +134,7 @@ var queryDocs = map[string]obj{
 	"$top":          {"description": "page size, 1-1000 (default 100)", "schema": obj{"type": "integer", "minimum": 1, "maximum": 1000}},
 	"$skipToken":    {"description": "continuation from nextLink", "schema": obj{"type": "string"}},
 	"$orderby":      {"description": "endTime (default, newest first), startTime, severity or count", "schema": obj{"type": "string", "enum": []string{"endTime", "startTime", "severity", "count"}}},
+	"force":         {"description": "true: delete at once without waiting for the agent (a cluster that is gone for good)", "schema": obj{"type": "boolean"}},
 }
 
 var pathParamRE = regexp.MustCompile(`\{([A-Za-z]+)\}`)

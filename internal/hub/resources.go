@@ -563,7 +563,30 @@ func (s *Server) deleteExtension(w http.ResponseWriter, r *http.Request, p auth.
 	if err := authorize(p, auth.ActionWrite, extensionID(ref, name)); err != nil {
 		return err
 	}
-	err := s.st.DeleteExtension(r.Context(), ref, name)
+	old, err := s.st.GetExtension(r.Context(), ref, name)
+	if errors.Is(err, store.ErrNotFound) {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete extension %s: %w", name, err)
+	}
+	// Applied in the cluster: the agent removes it and confirms (202, the
+	// extension shows Deleting until then). Never applied, or ?force=true
+	// (a cluster that is gone for good): deleted at once.
+	if old.AppliedGeneration > 0 && r.URL.Query().Get("force") != "true" {
+		e, err := s.st.MarkExtensionDeleting(r.Context(), ref, name)
+		if errors.Is(err, store.ErrNotFound) {
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusAccepted, toExtension(e))
+		return nil
+	}
+	err = s.st.DeleteExtension(r.Context(), ref, name)
 	if errors.Is(err, store.ErrNotFound) {
 		w.WriteHeader(http.StatusNoContent)
 		return nil

@@ -3,6 +3,7 @@ package hubclient
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/vigil-sec/vigil/internal/store"
@@ -123,11 +124,21 @@ func (c *Client) PutExtension(ctx context.Context, subscription, resourceGroup, 
 
 // DeleteExtension deletes an extension (nil when it did not exist).
 func (c *Client) DeleteExtension(ctx context.Context, subscription, resourceGroup, cluster, name string) error {
+	return c.DeleteExtensionForce(ctx, subscription, resourceGroup, cluster, name, false)
+}
+
+// DeleteExtensionForce deletes an extension; an applied one stays
+// Deleting until the agent confirms it removed it, unless force.
+func (c *Client) DeleteExtensionForce(ctx context.Context, subscription, resourceGroup, cluster, name string, force bool) error {
 	p, err := ExtensionPath(subscription, resourceGroup, cluster, name)
 	if err != nil {
 		return err
 	}
-	return c.Do(ctx, http.MethodDelete, p, nil, nil, nil)
+	var q url.Values
+	if force {
+		q = url.Values{"force": {"true"}}
+	}
+	return c.Do(ctx, http.MethodDelete, p, q, nil, nil)
 }
 
 // Plan is the Containers plan of a subscription.

@@ -42,6 +42,11 @@ type Options struct {
 	// ExitedTTL is how long an exited process stays resolvable so that
 	// its children's and late events still get ancestry (default 30s).
 	ExitedTTL time.Duration
+	// MaxExited bounds the exited entries kept for ExitedTTL (default
+	// 4096): in a storm of short-lived processes the oldest exits go
+	// first, so memory stays flat. Children keep their ancestry anyway
+	// (a removed entry freezes it).
+	MaxExited int
 	// AncestryDepth is how many ancestors an event carries, parent first
 	// (default 8; values below 5 are raised to 5).
 	AncestryDepth int
@@ -61,6 +66,7 @@ type Options struct {
 const (
 	DefaultMaxEntries    = 65536
 	DefaultExitedTTL     = 30 * time.Second
+	DefaultMaxExited     = 4096
 	DefaultAncestryDepth = 8
 	MinAncestryDepth     = 5
 	// sweepBudget is how many expired entries one Apply may remove: more
@@ -143,6 +149,7 @@ type Table struct {
 	stampSeq     uint64
 
 	n         atomic.Int64
+	nExited   int // entries on the exited list
 	evictions atomic.Uint64
 	procReads uint64 // /proc reads for processes first seen in events
 }
@@ -151,6 +158,9 @@ type Table struct {
 func New(opts Options) *Table {
 	if opts.MaxEntries <= 0 {
 		opts.MaxEntries = DefaultMaxEntries
+	}
+	if opts.MaxExited <= 0 {
+		opts.MaxExited = DefaultMaxExited
 	}
 	if opts.ExitedTTL <= 0 {
 		opts.ExitedTTL = DefaultExitedTTL
@@ -578,7 +588,15 @@ func (t *Table) markExited(e *entry, exitTime, now time.Time) {
 	}
 	unlink(e)
 	pushBack(&t.exited, e)
+	t.nExited++
 	t.bump(e)
+	for t.nExited > t.opts.MaxExited {
+		h := oldest(&t.exited, e)
+		if h == nil {
+			break
+		}
+		t.remove(h)
+	}
 }
 
 // touch marks a live entry as recently seen (eviction is least recently
@@ -645,6 +663,9 @@ func (t *Table) remove(e *entry) {
 	delete(t.byKey, e.key())
 	if t.byPID[e.p.PID] == e {
 		delete(t.byPID, e.p.PID)
+	}
+	if e.exited {
+		t.nExited--
 	}
 	unlink(e)
 	e.removed = true

@@ -406,6 +406,30 @@ func TestTableNeverExceedsMaxEntries(t *testing.T) {
 	})
 }
 
+// A storm of short-lived processes keeps at most MaxExited exited entries
+// (oldest exits go first), so memory stays flat, while a child whose
+// parent's entry went keeps its ancestry.
+func TestExitedEntriesAreBoundedByMaxExitedAndChildrenKeepTheirAncestry(t *testing.T) {
+	tb, _ := newTestTable(t, Options{MaxExited: 50})
+	apply(tb, snapshot(1, 0, 1, "/sbin/init"), fork(1, 1, 2, 2), execEv(2, 2, "/usr/sbin/sshd", "sshd"))
+	// A shell whose child outlives it.
+	apply(tb, fork(2, 2, 3, 3), execEv(3, 3, "/bin/bash", "bash"), fork(3, 3, 4, 4), execEv(4, 4, "/usr/bin/sleep", "sleep", "600"), exit(3, 3))
+	for i := range 10_000 {
+		pid, st := 1000+i%20000, 100+i
+		apply(tb, fork(2, 2, pid, st), execEv(pid, st, "/bin/true", "true"), exit(pid, st))
+		if tb.nExited > 50 {
+			t.Fatalf("after %d short-lived processes %d exited entries are kept, want at most MaxExited 50", i+1, tb.nExited)
+		}
+	}
+	if tb.Len() > 50+4 {
+		t.Fatalf("Len = %d after the storm, want the 4 live processes and at most 50 exited", tb.Len())
+	}
+	ev := apply(tb, connect(4, 4, 3))
+	if got := exes(ev.Ancestry); !slices.Equal(got, []string{"/bin/bash", "/usr/sbin/sshd", "/sbin/init"}) {
+		t.Fatalf("the orphaned child's ancestry = %q, want bash, sshd, init", got)
+	}
+}
+
 // writeProc writes a fake procfs entry.
 func writeProc(t *testing.T, root string, pid, ppid int, comm string, startTicks uint64, files map[string]string) {
 	t.Helper()

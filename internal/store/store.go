@@ -263,6 +263,10 @@ type Store interface {
 	// ReportExtensionStatus records what the agent applied.
 	ReportExtensionStatus(ctx context.Context, cluster ClusterRef, name string, generation int64, state string, statuses []ExtensionStatus) error
 	DeleteExtension(ctx context.Context, cluster ClusterRef, name string) error
+	// MarkExtensionDeleting records that an extension is to be removed from
+	// its cluster: state Deleting and a new generation, which the agent
+	// confirms (then the extension is deleted). ErrNotFound if it is gone.
+	MarkExtensionDeleting(ctx context.Context, cluster ClusterRef, name string) (Extension, error)
 
 	// GetPlan returns the subscription's plan (a disabled zero plan when
 	// none was stored).

@@ -455,6 +455,28 @@ func (s *Store) ReportExtensionStatus(ctx context.Context, cluster store.Cluster
 	})
 }
 
+// MarkExtensionDeleting sets an extension Deleting under a new generation
+// (idempotent: an extension already Deleting keeps its generation).
+func (s *Store) MarkExtensionDeleting(ctx context.Context, cluster store.ClusterRef, name string) (store.Extension, error) {
+	var out store.Extension
+	err := s.inTx(ctx, "mark extension "+name+" deleting", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE extensions SET provisioning_state = $5, generation = generation + 1, updated_at = $6`+extWhere+
+			` AND provisioning_state <> $5`, cluster.Subscription, cluster.ResourceGroup, cluster.Name, name, store.ProvisioningDeleting, nanos(s.now())); err != nil {
+			return err
+		}
+		var err error
+		out, err = scanExt(tx.QueryRowContext(ctx, `SELECT `+extColumns+` FROM extensions`+extWhere, extArgs(cluster, name)...))
+		if isNoRows(err) {
+			return extNotFound(cluster, name)
+		}
+		return err
+	})
+	if err != nil {
+		return out, fmt.Errorf("mark extension %s deleting: %w", name, err)
+	}
+	return out, nil
+}
+
 // DeleteExtension deletes one extension.
 func (s *Store) DeleteExtension(ctx context.Context, cluster store.ClusterRef, name string) error {
 	if err := execOne(ctx, s.w, extNotFound(cluster, name), `DELETE FROM extensions`+extWhere, extArgs(cluster, name)...); err != nil {
