@@ -1,4 +1,4 @@
-package main
+package sidebyside
 
 import (
 	"bufio"
@@ -39,7 +39,7 @@ func parseStatCPU(stat []byte) (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / userHZ, nil
 }
 
-func processCPU(pid int) (time.Duration, error) {
+func ProcessCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, fmt.Errorf("reading the sensor's CPU time: %w", err)
@@ -47,14 +47,14 @@ func processCPU(pid int) (time.Duration, error) {
 	return parseStatCPU(b)
 }
 
-// memory is a process's resident set, from /proc/<pid>/status.
-type memory struct {
+// Memory is a process's resident set, from /proc/<pid>/status.
+type Memory struct {
 	RSSKiB  uint64 `json:"vm_rss_kib"` // VmRSS: resident now
 	PeakKiB uint64 `json:"vm_hwm_kib"` // VmHWM: the peak resident set
 }
 
-func parseStatus(status []byte) (memory, error) {
-	var m memory
+func parseStatus(status []byte) (Memory, error) {
+	var m Memory
 	found := 0
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {
@@ -83,10 +83,10 @@ func parseStatus(status []byte) (memory, error) {
 	return m, nil
 }
 
-func processMemory(pid int) (memory, error) {
+func ProcessMemory(pid int) (Memory, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return memory{}, fmt.Errorf("reading the sensor's memory: %w", err)
+		return Memory{}, fmt.Errorf("reading the sensor's memory: %w", err)
 	}
 	return parseStatus(b)
 }

@@ -1,4 +1,4 @@
-package main
+package sidebyside
 
 import (
 	"context"
@@ -25,11 +25,11 @@ const (
 	stopTimeout  = 15 * time.Second
 )
 
-// sensorProc is one `vigil sensor` the runner started.
-type sensorProc struct {
+// Sensor is one `vigil sensor` the runner started.
+type Sensor struct {
 	log     *slog.Logger
 	cmd     *exec.Cmd
-	pid     int
+	PID     int // the sensor process
 	addr    string
 	logPath string
 	events  string
@@ -38,13 +38,13 @@ type sensorProc struct {
 	waitErr error
 }
 
-func startSensor(ctx context.Context, log *slog.Logger, vigil, work, ringSize string, withEvents bool, extra []string) (*sensorProc, error) {
+func StartSensor(ctx context.Context, log *slog.Logger, vigil, work, ringSize string, withEvents bool, extra []string) (*Sensor, error) {
 	addr, err := freeLoopbackAddr()
 	if err != nil {
 		return nil, err
 	}
 	tag := fmt.Sprintf("sensor-%d", time.Now().UnixNano())
-	s := &sensorProc{
+	s := &Sensor{
 		log:     log,
 		addr:    addr,
 		logPath: filepath.Join(work, tag+".log"),
@@ -70,18 +70,18 @@ func startSensor(ctx context.Context, log *slog.Logger, vigil, work, ringSize st
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", vigil, err)
 	}
-	s.pid = s.cmd.Process.Pid
+	s.PID = s.cmd.Process.Pid
 	go func() {
 		s.waitErr = s.cmd.Wait()
 		close(s.exited)
 	}()
-	log.Info("sensor starting", "pid", s.pid, "args", strings.Join(args, " "))
+	log.Info("sensor starting", "pid", s.PID, "args", strings.Join(args, " "))
 	if err := s.waitHealthy(ctx); err != nil {
-		_ = s.stop() // err already says why, with the sensor's log
+		_ = s.Stop() // err already says why, with the sensor's log
 		return nil, err
 	}
 	if err := sleep(ctx, settle); err != nil {
-		_ = s.stop()
+		_ = s.Stop()
 		return nil, err
 	}
 	return s, nil
@@ -101,16 +101,16 @@ func freeLoopbackAddr() (string, error) {
 
 // waitHealthy waits for /healthz to answer 200 and checks that the sensor
 // really runs on eBPF (a proc-connector fallback would measure nothing).
-func (s *sensorProc) waitHealthy(ctx context.Context) error {
+func (s *Sensor) waitHealthy(ctx context.Context) error {
 	deadline := time.Now().Add(healthTimeout)
 	for {
 		select {
 		case <-s.exited:
-			return fmt.Errorf("the sensor exited before it was healthy (%v); its log:\n%s", s.waitErr, s.logTail())
+			return fmt.Errorf("the sensor exited before it was healthy (%v); its log:\n%s", s.waitErr, s.LogTail())
 		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the sensor's /healthz did not answer 200 within %v; its log:\n%s", healthTimeout, s.logTail())
+			return fmt.Errorf("the sensor's /healthz did not answer 200 within %v; its log:\n%s", healthTimeout, s.LogTail())
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+"/healthz", nil)
 		if err != nil {
@@ -119,12 +119,12 @@ func (s *sensorProc) waitHealthy(ctx context.Context) error {
 		if resp, err := s.http.Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				m, err := scrape(ctx, s.http, s.addr)
+				m, err := Scrape(ctx, s.http, s.addr)
 				if err != nil {
 					return err
 				}
-				if m[mEBPF] != 1 {
-					return fmt.Errorf("the sensor is healthy but %s is not 1: it is not running on eBPF", mEBPF)
+				if m[MetricEBPF] != 1 {
+					return fmt.Errorf("the sensor is healthy but %s is not 1: it is not running on eBPF", MetricEBPF)
 				}
 				return nil
 			}
@@ -135,27 +135,27 @@ func (s *sensorProc) waitHealthy(ctx context.Context) error {
 	}
 }
 
-// sensorState is a reading of the sensor's metrics and CPU time.
-type sensorState struct {
-	metrics samples
-	cpu     time.Duration
+// SensorState is a reading of the sensor's metrics and CPU time.
+type SensorState struct {
+	Metrics Metrics
+	CPU     time.Duration
 }
 
-func (s *sensorProc) state(ctx context.Context) (sensorState, error) {
-	cpu, err := processCPU(s.pid)
+func (s *Sensor) State(ctx context.Context) (SensorState, error) {
+	cpu, err := ProcessCPU(s.PID)
 	if err != nil {
-		return sensorState{}, err
+		return SensorState{}, err
 	}
-	m, err := scrape(ctx, s.http, s.addr)
+	m, err := Scrape(ctx, s.http, s.addr)
 	if err != nil {
-		return sensorState{}, err
+		return SensorState{}, err
 	}
-	for _, k := range []string{mDrops, mKernel, mDelivered} {
+	for _, k := range []string{MetricDrops, MetricKernelRecords, MetricDelivered} {
 		if _, ok := m[k]; !ok {
-			return sensorState{}, fmt.Errorf("the sensor's /metrics has no %s", k)
+			return SensorState{}, fmt.Errorf("the sensor's /metrics has no %s", k)
 		}
 	}
-	return sensorState{metrics: m, cpu: cpu}, nil
+	return SensorState{Metrics: m, CPU: cpu}, nil
 }
 
 // drained waits until the sensor has read everything the kernel produced
@@ -163,18 +163,18 @@ func (s *sensorProc) state(ctx context.Context) (sensorState, error) {
 // of a storm include its backlog. Other processes on the machine keep
 // producing records, so "caught up" is checked at each poll, not waited
 // for to become still.
-func (s *sensorProc) drained(ctx context.Context) (sensorState, error) {
+func (s *Sensor) Drained(ctx context.Context) (SensorState, error) {
 	deadline := time.Now().Add(drainTimeout)
 	for {
 		if err := sleep(ctx, drainPoll); err != nil {
-			return sensorState{}, err
+			return SensorState{}, err
 		}
-		cur, err := s.state(ctx)
+		cur, err := s.State(ctx)
 		if err != nil {
 			return cur, err
 		}
-		m := cur.metrics
-		if m[mDelivered]+m[mDrops] >= m[mKernel] || time.Now().After(deadline) {
+		m := cur.Metrics
+		if m[MetricDelivered]+m[MetricDrops] >= m[MetricKernelRecords] || time.Now().After(deadline) {
 			return cur, nil
 		}
 	}
@@ -182,43 +182,43 @@ func (s *sensorProc) drained(ctx context.Context) (sensorState, error) {
 
 // delta is what the sensor spent and lost between two readings; CPU is
 // relative to the storm's wall time.
-func (b sensorState) delta(a sensorState, wall time.Duration) *sensorDelta {
-	d := func(k string) float64 { return a.metrics[k] - b.metrics[k] }
-	return &sensorDelta{
-		CPUPercent:    100 * (a.cpu - b.cpu).Seconds() / wall.Seconds(),
-		Drops:         d(mDrops),
-		KernelRecords: d(mKernel),
-		Delivered:     d(mDelivered),
-		ExecEvents:    d(mExecs),
+func (b SensorState) Delta(a SensorState, wall time.Duration) *SensorDelta {
+	d := func(k string) float64 { return a.Metrics[k] - b.Metrics[k] }
+	return &SensorDelta{
+		CPUPercent:    100 * (a.CPU - b.CPU).Seconds() / wall.Seconds(),
+		Drops:         d(MetricDrops),
+		KernelRecords: d(MetricKernelRecords),
+		Delivered:     d(MetricDelivered),
+		ExecEvents:    d(MetricExecEvents),
 	}
 }
 
 // stop ends the sensor with SIGTERM (SIGKILL after stopTimeout) and removes
 // its event file.
-func (s *sensorProc) stop() error {
+func (s *Sensor) Stop() error {
 	defer os.Remove(s.events)
 	select {
 	case <-s.exited:
-		return fmt.Errorf("the sensor (pid %d) exited on its own during the round (%v); its log:\n%s", s.pid, s.waitErr, s.logTail())
+		return fmt.Errorf("the sensor (pid %d) exited on its own during the round (%v); its log:\n%s", s.PID, s.waitErr, s.LogTail())
 	default:
 		if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			return fmt.Errorf("stopping the sensor (pid %d): %w", s.pid, err)
+			return fmt.Errorf("stopping the sensor (pid %d): %w", s.PID, err)
 		}
 		select {
 		case <-s.exited:
 		case <-time.After(stopTimeout):
 			_ = s.cmd.Process.Kill()
 			<-s.exited
-			return fmt.Errorf("the sensor (pid %d) ignored SIGTERM for %v and was killed; its log:\n%s", s.pid, stopTimeout, s.logTail())
+			return fmt.Errorf("the sensor (pid %d) ignored SIGTERM for %v and was killed; its log:\n%s", s.PID, stopTimeout, s.LogTail())
 		}
 	}
 	if s.waitErr != nil {
-		s.log.Warn("the sensor exited with an error after SIGTERM", "pid", s.pid, "err", s.waitErr, "log", s.logTail())
+		s.log.Warn("the sensor exited with an error after SIGTERM", "pid", s.PID, "err", s.waitErr, "log", s.LogTail())
 	}
 	return nil
 }
 
-func (s *sensorProc) logTail() string {
+func (s *Sensor) LogTail() string {
 	b, err := os.ReadFile(s.logPath)
 	if err != nil {
 		return fmt.Sprintf("(cannot read %s: %v)", s.logPath, err)
@@ -230,4 +230,4 @@ func (s *sensorProc) logTail() string {
 	return string(b)
 }
 
-func numCPU() int { return runtime.NumCPU() }
+func NumCPU() int { return runtime.NumCPU() }

@@ -1,4 +1,4 @@
-package main
+package sidebyside
 
 import (
 	"bufio"
@@ -12,22 +12,22 @@ import (
 
 // Metric names the runner reads from the sensor's /metrics.
 const (
-	mDrops     = "vigil_sensor_drops_total"
-	mKernel    = "vigil_sensor_kernel_records_total"
-	mDelivered = "vigil_sensor_records_delivered_total"
-	mExecs     = `vigil_sensor_events_total{kind="exec"}`
-	mTable     = "vigil_sensor_process_table_size"
-	mEBPF      = `vigil_sensor_source_info{mode="ebpf"}`
+	MetricDrops         = "vigil_sensor_drops_total"
+	MetricKernelRecords = "vigil_sensor_kernel_records_total"
+	MetricDelivered     = "vigil_sensor_records_delivered_total"
+	MetricExecEvents    = `vigil_sensor_events_total{kind="exec"}`
+	MetricProcessTable  = "vigil_sensor_process_table_size"
+	MetricEBPF          = `vigil_sensor_source_info{mode="ebpf"}`
 )
 
-// samples maps a series as printed in the Prometheus text format
+// Metrics maps a series as printed in the Prometheus text format
 // (`name` or `name{labels}`) to its value.
-type samples map[string]float64
+type Metrics map[string]float64
 
-// parseMetrics reads the Prometheus text exposition format; comment lines
+// ParseMetrics reads the Prometheus text exposition format; comment lines
 // are skipped and timestamps ignored.
-func parseMetrics(r io.Reader) (samples, error) {
-	s := samples{}
+func ParseMetrics(r io.Reader) (Metrics, error) {
+	s := Metrics{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
@@ -57,7 +57,7 @@ func parseMetrics(r io.Reader) (samples, error) {
 	return s, nil
 }
 
-func scrape(ctx context.Context, c *http.Client, addr string) (samples, error) {
+func Scrape(ctx context.Context, c *http.Client, addr string) (Metrics, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
 		return nil, err
@@ -70,5 +70,5 @@ func scrape(ctx context.Context, c *http.Client, addr string) (samples, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("scraping the sensor's metrics: HTTP %s", resp.Status)
 	}
-	return parseMetrics(resp.Body)
+	return ParseMetrics(resp.Body)
 }

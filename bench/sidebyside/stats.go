@@ -1,21 +1,21 @@
-package main
+package sidebyside
 
 import (
 	"fmt"
 	"slices"
 )
 
-// summary is a median with the range it came from.
-type summary struct {
+// Summary is a median with the range it came from.
+type Summary struct {
 	Median float64 `json:"median"`
 	Min    float64 `json:"min"`
 	Max    float64 `json:"max"`
 	N      int     `json:"n"`
 }
 
-func summarize(xs []float64) summary {
+func Summarize(xs []float64) Summary {
 	if len(xs) == 0 {
-		return summary{}
+		return Summary{}
 	}
 	s := slices.Clone(xs)
 	slices.Sort(s)
@@ -23,11 +23,11 @@ func summarize(xs []float64) summary {
 	if len(s)%2 == 0 {
 		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
 	}
-	return summary{Median: m, Min: s[0], Max: s[len(s)-1], N: len(s)}
+	return Summary{Median: m, Min: s[0], Max: s[len(s)-1], N: len(s)}
 }
 
-// format renders the summary as "median [min–max]" with the given verb.
-func (s summary) format(verb string) string {
+// format renders the Summary as "median [min–max]" with the given verb.
+func (s Summary) format(verb string) string {
 	if s.N == 0 {
 		return "n/a"
 	}

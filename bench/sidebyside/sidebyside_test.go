@@ -1,4 +1,4 @@
-package main
+package sidebyside
 
 import (
 	"io"
@@ -59,16 +59,16 @@ vigil_sensor_events_total{kind="open"} 12
 vigil_sensor_source_info{mode="ebpf"} 1
 vigil_sensor_process_table_size 211 1700000000000
 `
-	s, err := parseMetrics(strings.NewReader(text))
+	s, err := ParseMetrics(strings.NewReader(text))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, want := range map[string]float64{mDrops: 3, mExecs: 1.5e6, mEBPF: 1, mTable: 211} {
+	for k, want := range map[string]float64{MetricDrops: 3, MetricExecEvents: 1.5e6, MetricEBPF: 1, MetricProcessTable: 211} {
 		if s[k] != want {
 			t.Errorf("%s = %v, want %v", k, s[k], want)
 		}
 	}
-	if _, err := parseMetrics(strings.NewReader("vigil_sensor_drops_total lots\n")); err == nil {
+	if _, err := ParseMetrics(strings.NewReader("vigil_sensor_drops_total lots\n")); err == nil {
 		t.Error("a non-numeric value must be an error")
 	}
 }
@@ -77,14 +77,14 @@ func TestSummarizeGivesMedianAndRange(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		xs   []float64
-		want summary
+		want Summary
 	}{
-		{"odd count takes the middle value", []float64{0.9, 1.1, 0.95}, summary{0.95, 0.9, 1.1, 3}},
-		{"even count averages the two middle values", []float64{4, 1, 3, 2}, summary{2.5, 1, 4, 4}},
-		{"no values is an empty summary", nil, summary{}},
+		{"odd count takes the middle value", []float64{0.9, 1.1, 0.95}, Summary{0.95, 0.9, 1.1, 3}},
+		{"even count averages the two middle values", []float64{4, 1, 3, 2}, Summary{2.5, 1, 4, 4}},
+		{"no values is an empty Summary", nil, Summary{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := summarize(tc.xs); got != tc.want {
+			if got := Summarize(tc.xs); got != tc.want {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
 		})
@@ -92,11 +92,11 @@ func TestSummarizeGivesMedianAndRange(t *testing.T) {
 }
 
 func TestReportPairsEachRoundWithItsOwnBaseline(t *testing.T) {
-	res := &results{Configs: sensorConfigs()[:2], Options: map[string]any{"pairs": 2}}
+	res := &Results{Configs: SensorConfigs()[:2], Options: map[string]any{"pairs": 2}}
 	add := func(round int, mode string, rate, drops, cpu float64) {
-		s := sample{Round: round, Mode: mode, Workload: "exec", Storm: stormResult{Ops: 1000, Rate: rate, CPU: 1000 / rate}}
+		s := Sample{Round: round, Mode: mode, Workload: "exec", Storm: StormResult{Ops: 1000, Rate: rate, CPU: 1000 / rate}}
 		if mode != modeOff {
-			s.Sensor = &sensorDelta{Drops: drops, CPUPercent: cpu, ExecEvents: 1000}
+			s.Sensor = &SensorDelta{Drops: drops, CPUPercent: cpu, ExecEvents: 1000}
 		}
 		res.Samples = append(res.Samples, s)
 	}

@@ -1,4 +1,4 @@
-package main
+package sidebyside
 
 import (
 	"fmt"
@@ -62,8 +62,8 @@ type paired struct {
 
 // noiseFloor pairs each round without the sensor with the previous one:
 // ratios a sensor that costs nothing would show on this machine.
-func noiseFloor(res *results, workload string) (rate, perCPU []float64) {
-	var prev *stormResult
+func noiseFloor(res *Results, workload string) (rate, perCPU []float64) {
+	var prev *StormResult
 	for _, s := range res.Samples {
 		if s.Workload != workload || s.Mode != modeOff {
 			continue
@@ -78,8 +78,8 @@ func noiseFloor(res *results, workload string) (rate, perCPU []float64) {
 	return rate, perCPU
 }
 
-func pairedRatios(res *results, workload, cfg string) paired {
-	offBy := map[int]stormResult{}
+func pairedRatios(res *Results, workload, cfg string) paired {
+	offBy := map[int]StormResult{}
 	for _, s := range res.Samples {
 		if s.Workload == workload && s.Mode == modeOff {
 			offBy[s.Round] = s.Storm
@@ -102,8 +102,8 @@ func pairedRatios(res *results, workload, cfg string) paired {
 	return p
 }
 
-func sensorSamples(res *results, workload, cfg string) []sample {
-	var out []sample
+func sensorSamples(res *Results, workload, cfg string) []Sample {
+	var out []Sample
 	for _, s := range res.Samples {
 		if s.Workload == workload && s.Mode == cfg && s.Sensor != nil {
 			out = append(out, s)
@@ -112,18 +112,18 @@ func sensorSamples(res *results, workload, cfg string) []sample {
 	return out
 }
 
-func buildReport(res *results, workloads []string) *report {
+func buildReport(res *Results, workloads []string) *report {
 	r := &report{header: fmt.Sprintf("vigil sensor overhead, side by side: %s, kernel %s, %d CPUs, %v rounds per mode, %.0f s total",
 		res.Date, res.Kernel, res.CPUs, res.Options["pairs"], res.Duration)}
 	for _, w := range workloads {
 		for _, c := range res.Configs {
 			p := pairedRatios(res, w, c.Name)
-			rs, cs := summarize(p.rate), summarize(p.perCPU)
+			rs, cs := Summarize(p.rate), Summarize(p.perCPU)
 			g := ratioGoal(w)
 			r.ratioRows = append(r.ratioRows, []string{
 				workloadTitles[w] + ", sensor " + c.Label,
-				fmt.Sprintf("%.0f/s", summarize(p.off).Median),
-				fmt.Sprintf("%.0f/s", summarize(p.on).Median),
+				fmt.Sprintf("%.0f/s", Summarize(p.off).Median),
+				fmt.Sprintf("%.0f/s", Summarize(p.on).Median),
 				rs.format("%.3f"),
 				g.text, g.met(rs.Median),
 				cs.format("%.3f"), g.met(cs.Median),
@@ -132,7 +132,7 @@ func buildReport(res *results, workloads []string) *report {
 		if rate, perCPU := noiseFloor(res, w); len(rate) > 0 {
 			r.ratioRows = append(r.ratioRows, []string{
 				workloadTitles[w] + ", no sensor vs no sensor (noise floor)", "", "",
-				summarize(rate).format("%.3f"), "(info)", "—", summarize(perCPU).format("%.3f"), "—",
+				Summarize(rate).format("%.3f"), "(info)", "—", Summarize(perCPU).format("%.3f"), "—",
 			})
 		}
 	}
@@ -142,13 +142,13 @@ func buildReport(res *results, workloads []string) *report {
 		r.sensorHdr = append(r.sensorHdr, c.Label)
 	}
 	r.sensorHdr = append(r.sensorHdr, "goal", "met?")
-	type rowFn func(ss []sample) (string, float64)
+	type rowFn func(ss []Sample) (string, float64)
 	rows := []struct {
 		name string
 		g    goal
 		f    rowFn
 	}{
-		{"drops per storm, max (total)", goal{text: "0", isMax: true}, func(ss []sample) (string, float64) {
+		{"drops per storm, max (total)", goal{text: "0", isMax: true}, func(ss []Sample) (string, float64) {
 			var mx, sum float64
 			for _, s := range ss {
 				mx = max(mx, s.Sensor.Drops)
@@ -156,28 +156,28 @@ func buildReport(res *results, workloads []string) *report {
 			}
 			return fmt.Sprintf("%.0f (%.0f)", mx, sum), mx
 		}},
-		{"CPU, % of one core, median [min–max]", goal{text: "≤ 5 %", max: 5, isMax: true}, func(ss []sample) (string, float64) {
+		{"CPU, % of one core, median [min–max]", goal{text: "≤ 5 %", max: 5, isMax: true}, func(ss []Sample) (string, float64) {
 			var xs []float64
 			for _, s := range ss {
 				xs = append(xs, s.Sensor.CPUPercent)
 			}
-			sm := summarize(xs)
+			sm := Summarize(xs)
 			return sm.format("%.1f"), sm.Median
 		}},
-		{"exec events / execs done, median", goal{}, func(ss []sample) (string, float64) {
+		{"exec events / execs done, median", goal{}, func(ss []Sample) (string, float64) {
 			var xs []float64
 			for _, s := range ss {
 				xs = append(xs, s.Sensor.ExecEvents/float64(s.Storm.Ops))
 			}
-			sm := summarize(xs)
+			sm := Summarize(xs)
 			return fmt.Sprintf("%.3f", sm.Median), sm.Median
 		}},
-		{"kernel records per exec, median", goal{}, func(ss []sample) (string, float64) {
+		{"kernel records per exec, median", goal{}, func(ss []Sample) (string, float64) {
 			var xs []float64
 			for _, s := range ss {
 				xs = append(xs, s.Sensor.KernelRecords/float64(s.Storm.Ops))
 			}
-			sm := summarize(xs)
+			sm := Summarize(xs)
 			return fmt.Sprintf("%.2f", sm.Median), sm.Median
 		}},
 	}
@@ -200,7 +200,7 @@ func buildReport(res *results, workloads []string) *report {
 	// Memory: the last round's VmRSS and the largest VmHWM of each config.
 	memLine := []string{"RSS at the end of the last round (peak over all rounds)"}
 	for _, c := range res.Configs {
-		var last memory
+		var last Memory
 		var peak uint64
 		for _, m := range res.Memory {
 			if m.Mode == c.Name {
@@ -220,7 +220,7 @@ func buildReport(res *results, workloads []string) *report {
 			for _, s := range sensorSamples(res, w, c.Name) {
 				xs = append(xs, s.Sensor.CPUPercent)
 			}
-			line = append(line, summarize(xs).format("%.1f"))
+			line = append(line, Summarize(xs).format("%.1f"))
 		}
 		r.sensor = append(r.sensor, append(line, "", "—"))
 	}
@@ -237,10 +237,10 @@ func buildReport(res *results, workloads []string) *report {
 func (r *report) write(w io.Writer) error {
 	var b strings.Builder
 	b.WriteString(r.header + "\n\n")
-	writeTable(&b, []string{"benchmark", "without", "with", "ratio median [min–max]", "goal", "met?",
+	WriteTable(&b, []string{"benchmark", "without", "with", "ratio median [min–max]", "goal", "met?",
 		"ops/CPU-s ratio median [min–max]", "met?"}, r.ratioRows)
 	b.WriteString("\n")
-	writeTable(&b, r.sensorHdr, r.sensor)
+	WriteTable(&b, r.sensorHdr, r.sensor)
 	b.WriteString("\n")
 	for _, f := range r.footer {
 		b.WriteString(f + "\n")
@@ -249,8 +249,8 @@ func (r *report) write(w io.Writer) error {
 	return err
 }
 
-// writeTable renders a Markdown table with padded columns.
-func writeTable(b *strings.Builder, header []string, rows [][]string) {
+// WriteTable renders a Markdown table with padded columns.
+func WriteTable(b *strings.Builder, header []string, rows [][]string) {
 	width := make([]int, len(header))
 	for _, row := range append([][]string{header}, rows...) {
 		for i, c := range row {
