@@ -215,3 +215,44 @@ func TestAnAppliedExtensionIsDeletedOnlyOnceItsAgentRemovedIt(t *testing.T) {
 		e.must(404, "GET", ext, e.owner, nil)
 	})
 }
+
+func TestAnExtensionItsAgentDoesNotApplyFor48HoursGoesFailed(t *testing.T) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB) store.Store) {
+		e := newEnv(t, open)
+		e.cluster("s1", "g1", "c1")
+		agent := e.agent("s1", "g1", "c1")
+		cid := clusterPath("s1", "g1", "c1")
+		base := cid + "/providers/Vigil.KubernetesConfiguration/extensions/"
+		e.must(201, "PUT", base+"waiting", e.owner, map[string]any{"properties": map[string]any{"extensionType": "vigil.audit"}})
+		e.must(201, "PUT", base+"applied", e.owner, map[string]any{"properties": map[string]any{"extensionType": "vigil.audit"}})
+		e.must(204, "POST", "/ingest/v1/extensionStatus", agent, map[string]any{"clusterId": cid, "name": "applied", "generation": 1, "provisioningState": "Succeeded"})
+		e.clock.Advance(47 * time.Hour)
+		if _, _, err := e.srv.SweepOnce(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		state := func(name string) (string, []any) {
+			p := e.must(200, "GET", base+name, e.owner, nil).json(t)["properties"].(map[string]any)
+			st, _ := p["statuses"].([]any)
+			return p["provisioningState"].(string), st
+		}
+		if s, _ := state("waiting"); s != "Creating" {
+			t.Fatalf("after 47 h the undelivered extension is %s, want still Creating", s)
+		}
+		e.clock.Advance(2 * time.Hour)
+		if _, _, err := e.srv.SweepOnce(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		s, st := state("waiting")
+		if s != "Failed" || len(st) != 1 || st[0].(map[string]any)["code"] != "NotDelivered" {
+			t.Fatalf("after 49 h the undelivered extension is %s %v, want Failed with a NotDelivered status", s, st)
+		}
+		if s, _ := state("applied"); s != "Succeeded" {
+			t.Errorf("the applied extension is %s after the sweep, want Succeeded", s)
+		}
+		// Delivered late: the agent's report for the generation wins.
+		e.must(204, "POST", "/ingest/v1/extensionStatus", agent, map[string]any{"clusterId": cid, "name": "waiting", "generation": 1, "provisioningState": "Succeeded"})
+		if s, _ := state("waiting"); s != "Succeeded" {
+			t.Errorf("after the agent applied it late the extension is %s, want Succeeded", s)
+		}
+	})
+}

@@ -68,6 +68,9 @@ type Config struct {
 	// OfflineAfter without a heartbeat a Connected cluster becomes Offline
 	// (default 15 minutes); ExpireAfter it becomes Expired (default 30 days).
 	OfflineAfter, ExpireAfter time.Duration
+	// UndeliveredAfter an extension whose desired state the agent has not
+	// applied goes Failed (default 48 hours).
+	UndeliveredAfter time.Duration
 	// SweepEvery is the connectivity sweep period (default 30 s).
 	SweepEvery time.Duration
 	// TouchEvery limits how often a token's last use is written (default 1 minute).
@@ -185,6 +188,9 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	if cfg.ExpireAfter < cfg.OfflineAfter {
 		return nil, fmt.Errorf("hub: expire-after %s is shorter than offline-after %s: a cluster must go Offline before it expires", cfg.ExpireAfter, cfg.OfflineAfter)
 	}
+	if cfg.UndeliveredAfter <= 0 {
+		cfg.UndeliveredAfter = 48 * time.Hour
+	}
 	if cfg.SweepEvery <= 0 {
 		cfg.SweepEvery = 30 * time.Second
 	}
@@ -269,6 +275,16 @@ func (s *Server) SweepOnce(ctx context.Context) (int, bool, error) {
 		now := s.cfg.Now()
 		n, err := s.st.SweepConnectivity(ctx, now.Add(-s.cfg.OfflineAfter), now.Add(-s.cfg.ExpireAfter))
 		changed = n
+		if err != nil {
+			return err
+		}
+		failed, err := s.st.FailUndelivered(ctx, now.Add(-s.cfg.UndeliveredAfter), store.ExtensionStatus{
+			Code: "NotDelivered", Level: "Error", DisplayStatus: store.ProvisioningFailed, Time: now.UTC(),
+			Message: fmt.Sprintf("the desired state could not be delivered to the cluster for %s: its agent did not apply it (is the cluster Connected? `vigil cluster show`); it is applied once the agent is back", s.cfg.UndeliveredAfter),
+		})
+		if failed > 0 {
+			s.log.Warn("extensions failed: their desired state was not delivered", "extensions", failed, "after", s.cfg.UndeliveredAfter)
+		}
 		return err
 	})
 	switch {

@@ -243,6 +243,23 @@ func (s *Store) RecordHeartbeat(ctx context.Context, ref store.ClusterRef, hb st
 	return nil
 }
 
+// FailUndelivered fails extensions whose desired state has waited for
+// the agent since before.
+func (s *Store) FailUndelivered(ctx context.Context, before time.Time, status store.ExtensionStatus) (int, error) {
+	js, err := sliceJSON([]store.ExtensionStatus{status})
+	if err != nil {
+		return 0, fmt.Errorf("fail undelivered extensions: %w", err)
+	}
+	res, err := s.w.ExecContext(ctx, `UPDATE extensions SET provisioning_state = $1, statuses = $2
+		WHERE generation > applied_generation AND provisioning_state IN ($3, $4) AND updated_at < $5`,
+		store.ProvisioningFailed, js, store.ProvisioningCreating, store.ProvisioningUpdating, nanos(before))
+	if err != nil {
+		return 0, fmt.Errorf("fail undelivered extensions: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
 // SweepConnectivity moves silent clusters to Offline and Expired.
 func (s *Store) SweepConnectivity(ctx context.Context, offlineBefore, expiredBefore time.Time) (int, error) {
 	total := 0
