@@ -141,10 +141,15 @@ func TestCatalogLoadsAndEveryRuleIsEnabledWithAStableID(t *testing.T) {
 	if len(rs) < 40 {
 		t.Fatalf("the default catalog has %d rules, want at least 40", len(rs))
 	}
-	idRe := regexp.MustCompile(`^vigil\.node/[A-Z][A-Za-z0-9]+$`)
+	// vigil.node/ for what happens on a node, vigil.cluster/ for what the
+	// Kubernetes API server saw (audit events).
+	idRe := regexp.MustCompile(`^vigil\.(node|cluster)/[A-Z][A-Za-z0-9]+$`)
 	for _, r := range rs {
 		if !idRe.MatchString(r.ID) {
-			t.Errorf("%s (%s): id must look like vigil.node/PascalCaseName", r.ID, r.Source)
+			t.Errorf("%s (%s): id must look like vigil.node/PascalCaseName (or vigil.cluster/ for audit rules)", r.ID, r.Source)
+		}
+		if strings.HasPrefix(r.ID, "vigil.cluster/") != slices.Contains(r.Kinds, event.KindAudit) {
+			t.Errorf("%s (%s): audit rules are vigil.cluster/, the others vigil.node/", r.ID, r.Source)
 		}
 		if !r.Enabled {
 			t.Errorf("%s (%s): default rules are enabled by default", r.ID, r.Source)

@@ -64,6 +64,7 @@ container and pod, and tells you when something running turns malicious.`,
 		newLoginCmd(), newLogoutCmd(), newAlertsCmd(), newClusterCmd())
 	root.AddCommand(controlPlaneCmds(g)...)
 	root.AddCommand(simulateCmds(g)...)
+	root.AddCommand(newAuditCmd(g))
 	return root
 }
 

@@ -67,17 +67,19 @@ type vocabulary struct {
 	net       map[string]field[*netView]
 	file      map[string]field[*fileView]
 	sys       map[string]field[*sysView]
+	audit     map[string]field[*auditView]
 }
 
 func newVocabulary() *vocabulary {
 	return &vocabulary{proc: procFields(), container: containerFields(), net: netFields(),
-		file: fileFields(), sys: sysFields()}
+		file: fileFields(), sys: sysFields(), audit: auditFields()}
 }
 
 // objectVars maps a top-level variable to its object type name.
 var objectVars = map[string]string{
 	"proc": typeProcess, "parent": typeProcess, "container": typeContainer,
 	"net": typeNet, "file": typeFile, "sys": typeSys,
+	"audit": typeAudit,
 }
 
 func (v *vocabulary) fieldTypes(typeName string) map[string]valType {
@@ -101,6 +103,10 @@ func (v *vocabulary) fieldTypes(typeName string) map[string]valType {
 		}
 	case typeSys:
 		for k, f := range v.sys {
+			out[k] = f.t
+		}
+	case typeAudit:
+		for k, f := range v.audit {
 			out[k] = f.t
 		}
 	}
@@ -160,6 +166,7 @@ func newProvider(v *vocabulary) (*provider, error) {
 	p.fields[typeNet] = celFields(v.net)
 	p.fields[typeFile] = celFields(v.file)
 	p.fields[typeSys] = celFields(v.sys)
+	p.fields[typeAudit] = celFields(v.audit)
 	return p, nil
 }
 
@@ -262,6 +269,7 @@ func Compile(rs *RuleSet, opts ...Option) (*Engine, error) {
 		cel.Variable("net", types.NewObjectType(typeNet)),
 		cel.Variable("file", types.NewObjectType(typeFile)),
 		cel.Variable("sys", types.NewObjectType(typeSys)),
+		cel.Variable("audit", types.NewObjectType(typeAudit)),
 		cel.Variable("facts", cel.MapType(cel.StringType, cel.StringType)),
 		ext.Strings(),
 	}
@@ -441,7 +449,7 @@ func hintFor(msg string) string {
 	case strings.Contains(msg, "undefined field"):
 		return "; see docs/rules.md for the fields of proc, parent, ancestors, container, net, file and sys"
 	case strings.Contains(msg, "undeclared reference"):
-		return "; define the list or macro, or check the variable name (kind, proc, parent, ancestors, container, net, file, sys, facts)"
+		return "; define the list or macro, or check the variable name (kind, proc, parent, ancestors, container, net, file, sys, audit, facts)"
 	case strings.Contains(msg, "found no matching overload"):
 		return "; check the operand types (e.g. compare ints with ints: net.dstPort == 3333, not \"3333\")"
 	}

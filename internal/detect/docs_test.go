@@ -36,6 +36,9 @@ func TestDocsDescribeTheVocabulary(t *testing.T) {
 	for k, f := range v.sys {
 		check("sys", k, f.t)
 	}
+	for k, f := range v.audit {
+		check("audit", k, f.t)
+	}
 	_, ex, ok := strings.Cut(doc, "### Examples\n\n```\n")
 	if !ok {
 		t.Fatal("docs/rules.md has no Examples block")

@@ -214,12 +214,14 @@ type evalState struct {
 	net   netView
 	file  fileView
 	sys   sysView
+	audit auditView
 	facts factsVal
 
 	zc event.Container
 	zn event.Network
 	zf event.File
 	zs event.Syscall
+	za event.Audit
 
 	ancVals [maxAncestors]ref.Val
 	slotP   [maxSlots]*procView
@@ -289,6 +291,10 @@ func (st *evalState) reset(ev *event.Event) {
 	if st.sys.s == nil {
 		st.sys.s = &st.zs
 	}
+	st.audit.a = ev.Audit
+	if st.audit.a == nil {
+		st.audit.a = &st.za
+	}
 }
 
 // ResolveName implements interpreter.Activation.
@@ -310,6 +316,8 @@ func (st *evalState) ResolveName(name string) (any, bool) {
 		return &st.file, true
 	case "sys":
 		return &st.sys, true
+	case "audit":
+		return &st.audit, true
 	case "facts":
 		return &st.facts, true
 	}
@@ -320,11 +328,12 @@ func (st *evalState) ResolveName(name string) (any, bool) {
 func (st *evalState) Parent() interpreter.Activation { return nil }
 
 var (
-	procObjType = types.NewObjectType(typeProcess)
-	contObjType = types.NewObjectType(typeContainer)
-	netObjType  = types.NewObjectType(typeNet)
-	fileObjType = types.NewObjectType(typeFile)
-	sysObjType  = types.NewObjectType(typeSys)
+	procObjType  = types.NewObjectType(typeProcess)
+	contObjType  = types.NewObjectType(typeContainer)
+	netObjType   = types.NewObjectType(typeNet)
+	fileObjType  = types.NewObjectType(typeFile)
+	sysObjType   = types.NewObjectType(typeSys)
+	auditObjType = types.NewObjectType(typeAudit)
 )
 
 func noNative(t ref.Type) error {
@@ -376,6 +385,12 @@ func (v *sysView) ConvertToType(t ref.Type) ref.Val          { return objConvert
 func (v *sysView) Equal(o ref.Val) ref.Val                   { return objEqual(v, o) }
 func (v *sysView) Type() ref.Type                            { return sysObjType }
 func (v *sysView) Value() any                                { return v }
+
+func (v *auditView) ConvertToNative(reflect.Type) (any, error) { return nil, noNative(auditObjType) }
+func (v *auditView) ConvertToType(t ref.Type) ref.Val          { return objConvert(v, t) }
+func (v *auditView) Equal(o ref.Val) ref.Val                   { return objEqual(v, o) }
+func (v *auditView) Type() ref.Type                            { return auditObjType }
+func (v *auditView) Value() any                                { return v }
 
 // factsVal is the facts map. facts["name"] is "" when the fact is absent
 // (like every other vocabulary value); `"name" in facts` tests presence.

@@ -962,7 +962,7 @@ func isIdent(s string) bool {
 
 func reservedIdent(s string) bool {
 	switch s {
-	case "kind", "proc", "parent", "ancestors", "container", "net", "file", "sys", "facts",
+	case "kind", "proc", "parent", "ancestors", "container", "net", "file", "sys", "audit", "facts",
 		"true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function",
 		"if", "import", "let", "loop", "package", "namespace", "return", "var", "void", "while":
 		return true

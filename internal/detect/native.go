@@ -593,6 +593,17 @@ func (c *nativeCompiler) listExpr(e ast.Expr) listFn {
 		if sel.IsTestOnly() {
 			return nil
 		}
+		if op := sel.Operand(); op.Kind() == ast.IdentKind && op.AsIdent() == "audit" {
+			if _, shadow := c.slots["audit"]; shadow {
+				return nil
+			}
+			f, ok := c.voc.audit[sel.FieldName()]
+			if !ok || f.t != tStringList {
+				return nil
+			}
+			g := f.l
+			return func(st *evalState) []string { return g(&st.audit) }
+		}
 		p := c.procExpr(sel.Operand())
 		f, ok := c.voc.proc[sel.FieldName()]
 		if p == nil || !ok || f.t != tStringList {
@@ -652,6 +663,8 @@ func (c *nativeCompiler) objSelect(e ast.Expr) (strFn, intFn, boolFn) {
 		return bind(c.voc.file, name, func(st *evalState) *fileView { return &st.file })
 	case "sys":
 		return bind(c.voc.sys, name, func(st *evalState) *sysView { return &st.sys })
+	case "audit":
+		return bind(c.voc.audit, name, func(st *evalState) *auditView { return &st.audit })
 	}
 	return nil, nil, nil
 }

@@ -44,6 +44,15 @@ const (
 	KindSnapshot Kind = "snapshot" // a process that existed when the sensor started (seeded from /proc)
 )
 
+// Kubernetes control plane.
+const (
+	// KindAudit is one request to the Kubernetes API server, read from its
+	// audit log or received from its audit webhook (audit.k8s.io/v1 Event).
+	// Process is empty; Audit is set; Container, when set, is the pod the
+	// request came from.
+	KindAudit Kind = "audit"
+)
+
 // AllKinds lists every kind, in documentation order.
 var AllKinds = []Kind{
 	KindExec, KindFork, KindExit,
@@ -51,6 +60,7 @@ var AllKinds = []Kind{
 	KindOpen, KindChmod, KindUnlink, KindRename, KindMemfd, KindPtrace, KindModule,
 	KindSetns, KindUnshare, KindMount,
 	KindHealth, KindSnapshot,
+	KindAudit,
 }
 
 // Event is one observation. Process is always set (for health events it is
@@ -59,7 +69,7 @@ type Event struct {
 	Kind      Kind         `json:"kind"`
 	Time      time.Time    `json:"time"`
 	Node      string       `json:"node,omitempty"`
-	Source    string       `json:"source,omitempty"` // "ebpf", "proc", "replay"
+	Source    string       `json:"source,omitempty"` // "ebpf", "proc", "replay", "audit-log", "audit-webhook"
 	Process   Process      `json:"process"`
 	Parent    *ProcessRef  `json:"parent,omitempty"`
 	Ancestry  []ProcessRef `json:"ancestry,omitempty"` // parent first, then grandparent, ...
@@ -71,6 +81,7 @@ type Event struct {
 	Fork    *Fork    `json:"fork,omitempty"`
 	Syscall *Syscall `json:"syscall,omitempty"` // ptrace, module, setns, unshare, mount, memfd
 	Health  *Health  `json:"health,omitempty"`
+	Audit   *Audit   `json:"audit,omitempty"`
 
 	// Facts are derived by vigil's stateful detectors before rules run
 	// (e.g. drift.writtenBy=/usr/bin/curl for an exec of a file a download
@@ -268,4 +279,61 @@ type Health struct {
 	// Missing lists event kinds the current source cannot observe.
 	Missing []Kind `json:"missing,omitempty"`
 	Mode    string `json:"mode,omitempty"` // "ebpf" or "proc"
+}
+
+// Audit is one Kubernetes API request as the API server's audit backend
+// recorded it (audit.k8s.io/v1 Event at stage ResponseComplete or Panic),
+// flattened to what rules and alerts need.
+type Audit struct {
+	AuditID string `json:"auditID,omitempty"`
+	Stage   string `json:"stage,omitempty"` // ResponseComplete, Panic, ...
+	Level   string `json:"level,omitempty"` // Metadata, Request, RequestResponse
+	// User is the authenticated user name (system:anonymous for
+	// unauthenticated requests, system:serviceaccount:NS:NAME for service
+	// accounts), Groups its groups.
+	User   string   `json:"user"`
+	Groups []string `json:"groups,omitempty"`
+	// ServiceAccountNamespace and ServiceAccountName are set when User is a
+	// service account.
+	ServiceAccountNamespace string `json:"serviceAccountNamespace,omitempty"`
+	ServiceAccountName      string `json:"serviceAccountName,omitempty"`
+	// ImpersonatedUser is the user the request acted as (Impersonate-User).
+	ImpersonatedUser string `json:"impersonatedUser,omitempty"`
+	Verb             string `json:"verb"` // get, list, watch, create, update, patch, delete, deletecollection, ...
+	// The object the request was about (objectRef).
+	APIGroup    string   `json:"apiGroup,omitempty"` // "" is the core group
+	APIVersion  string   `json:"apiVersion,omitempty"`
+	Resource    string   `json:"resource,omitempty"`
+	Subresource string   `json:"subresource,omitempty"`
+	Namespace   string   `json:"namespace,omitempty"`
+	Name        string   `json:"name,omitempty"`
+	RequestURI  string   `json:"requestURI,omitempty"`
+	SourceIPs   []string `json:"sourceIPs,omitempty"`
+	UserAgent   string   `json:"userAgent,omitempty"`
+	// ResponseCode is the HTTP status the API server answered (0 if unknown).
+	ResponseCode int `json:"responseCode"`
+	// Decision and Reason are the authorizer's verdict (allow, forbid) and
+	// explanation, from the authorization.k8s.io annotations.
+	Decision string `json:"decision,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+
+	// Fields of the request object (only when the audit policy logs
+	// Request or RequestResponse for it). For pods and pod templates of
+	// workloads (Deployment, DaemonSet, StatefulSet, ReplicaSet, Job,
+	// CronJob):
+	ObjectKind   string   `json:"objectKind,omitempty"` // kind of the request object (Pod, Deployment, ClusterRoleBinding, ...)
+	Privileged   bool     `json:"privileged,omitempty"` // a container or init container runs privileged
+	HostPID      bool     `json:"hostPID,omitempty"`
+	HostNetwork  bool     `json:"hostNetwork,omitempty"`
+	HostIPC      bool     `json:"hostIPC,omitempty"`
+	HostPaths    []string `json:"hostPaths,omitempty"`    // hostPath volume paths
+	Images       []string `json:"images,omitempty"`       // container and init container images
+	Capabilities []string `json:"capabilities,omitempty"` // capabilities added to any container
+	// For RoleBindings and ClusterRoleBindings: the role bound and the
+	// subjects as Kind:name or Kind:namespace/name.
+	RoleRefKind string   `json:"roleRefKind,omitempty"`
+	RoleRefName string   `json:"roleRefName,omitempty"`
+	Subjects    []string `json:"subjects,omitempty"`
+	// WildcardRule: a Role or ClusterRole grants "*" verbs on "*" resources.
+	WildcardRule bool `json:"wildcardRule,omitempty"`
 }

@@ -58,7 +58,25 @@ func TestEveryKindIsListedOnce(t *testing.T) {
 		}
 		seen[k] = true
 	}
-	if len(seen) != 20 {
-		t.Fatalf("AllKinds has %d kinds, want 20", len(seen))
+	if len(seen) != 21 {
+		t.Fatalf("AllKinds has %d kinds, want 21", len(seen))
+	}
+}
+
+func TestAnAuditEventUsesTheDocumentedFieldNames(t *testing.T) {
+	ev := Event{Kind: KindAudit, Source: "audit-log", Container: &Container{Pod: "api-0", Namespace: "shop"},
+		Audit: &Audit{User: "system:serviceaccount:shop:api", ServiceAccountNamespace: "shop", ServiceAccountName: "api",
+			Verb: "create", Resource: "selfsubjectaccessreviews", SourceIPs: []string{"10.244.0.17"}, ResponseCode: 201,
+			HostPaths: []string{"/"}, RoleRefName: "cluster-admin"}}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"kind":"audit"`, `"audit":{"user":"system:serviceaccount:shop:api"`, `"serviceAccountNamespace":"shop"`,
+		`"serviceAccountName":"api"`, `"verb":"create"`, `"resource":"selfsubjectaccessreviews"`, `"sourceIPs":["10.244.0.17"]`,
+		`"responseCode":201`, `"hostPaths":["/"]`, `"roleRefName":"cluster-admin"`, `"pod":"api-0"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON lacks %s: %s", want, b)
+		}
 	}
 }

@@ -89,6 +89,10 @@ func AppendEvent(dst []byte, ev *event.Event) ([]byte, error) {
 		dst = appendKey(dst, open, `"health":`)
 		dst = appendHealth(dst, ev.Health)
 	}
+	if ev.Audit != nil {
+		dst = appendKey(dst, open, `"audit":`)
+		dst = appendAudit(dst, ev.Audit)
+	}
 	if len(ev.Facts) > 0 {
 		dst = appendKey(dst, open, `"facts":`)
 		dst = append(dst, '[')
@@ -388,6 +392,67 @@ func appendHealth(dst []byte, h *event.Health) []byte {
 	}
 	dst = appendOptString(dst, open, `"mode":`, h.Mode)
 	return append(dst, '}')
+}
+
+// appendAudit: fields in event.Audit declaration order.
+func appendAudit(dst []byte, a *event.Audit) []byte {
+	open := len(dst)
+	dst = append(dst, '{')
+	dst = appendOptString(dst, open, `"auditID":`, a.AuditID)
+	dst = appendOptString(dst, open, `"stage":`, a.Stage)
+	dst = appendOptString(dst, open, `"level":`, a.Level)
+	dst = appendKey(dst, open, `"user":`)
+	dst = appendString(dst, a.User)
+	dst = appendOptStrings(dst, open, `"groups":`, a.Groups)
+	dst = appendOptString(dst, open, `"serviceAccountNamespace":`, a.ServiceAccountNamespace)
+	dst = appendOptString(dst, open, `"serviceAccountName":`, a.ServiceAccountName)
+	dst = appendOptString(dst, open, `"impersonatedUser":`, a.ImpersonatedUser)
+	dst = appendKey(dst, open, `"verb":`)
+	dst = appendString(dst, a.Verb)
+	dst = appendOptString(dst, open, `"apiGroup":`, a.APIGroup)
+	dst = appendOptString(dst, open, `"apiVersion":`, a.APIVersion)
+	dst = appendOptString(dst, open, `"resource":`, a.Resource)
+	dst = appendOptString(dst, open, `"subresource":`, a.Subresource)
+	dst = appendOptString(dst, open, `"namespace":`, a.Namespace)
+	dst = appendOptString(dst, open, `"name":`, a.Name)
+	dst = appendOptString(dst, open, `"requestURI":`, a.RequestURI)
+	dst = appendOptStrings(dst, open, `"sourceIPs":`, a.SourceIPs)
+	dst = appendOptString(dst, open, `"userAgent":`, a.UserAgent)
+	dst = appendKey(dst, open, `"responseCode":`)
+	dst = strconv.AppendInt(dst, int64(a.ResponseCode), 10)
+	dst = appendOptString(dst, open, `"decision":`, a.Decision)
+	dst = appendOptString(dst, open, `"reason":`, a.Reason)
+	dst = appendOptString(dst, open, `"objectKind":`, a.ObjectKind)
+	dst = appendOptBool(dst, open, `"privileged":`, a.Privileged)
+	dst = appendOptBool(dst, open, `"hostPID":`, a.HostPID)
+	dst = appendOptBool(dst, open, `"hostNetwork":`, a.HostNetwork)
+	dst = appendOptBool(dst, open, `"hostIPC":`, a.HostIPC)
+	dst = appendOptStrings(dst, open, `"hostPaths":`, a.HostPaths)
+	dst = appendOptStrings(dst, open, `"images":`, a.Images)
+	dst = appendOptStrings(dst, open, `"capabilities":`, a.Capabilities)
+	dst = appendOptString(dst, open, `"roleRefKind":`, a.RoleRefKind)
+	dst = appendOptString(dst, open, `"roleRefName":`, a.RoleRefName)
+	dst = appendOptStrings(dst, open, `"subjects":`, a.Subjects)
+	dst = appendOptBool(dst, open, `"wildcardRule":`, a.WildcardRule)
+	return append(dst, '}')
+}
+
+// appendOptStrings appends an omitempty []string member.
+func appendOptStrings(dst []byte, open int, key string, ss []string) []byte {
+	if len(ss) == 0 {
+		return dst
+	}
+	dst = appendKey(dst, open, key)
+	return appendStrings(dst, ss)
+}
+
+// appendOptBool appends an omitempty bool member.
+func appendOptBool(dst []byte, open int, key string, b bool) []byte {
+	if !b {
+		return dst
+	}
+	dst = appendKey(dst, open, key)
+	return append(dst, "true"...)
 }
 
 // appendKey appends a quoted key and colon (pre-rendered by the caller, with

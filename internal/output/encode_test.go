@@ -112,8 +112,16 @@ func TestAppendEventMatchesEncodingJSON(t *testing.T) {
 		{"missing kinds are listed", &event.Event{Health: &event.Health{Status: "degraded", Missing: []event.Kind{event.KindDNS, event.KindPtrace}}}},
 		{"every detail pointer set to a zero struct is encoded", &event.Event{
 			Parent: &event.ProcessRef{}, Container: &event.Container{}, Network: &event.Network{}, File: &event.File{},
-			Exit: &event.Exit{}, Fork: &event.Fork{}, Syscall: &event.Syscall{}, Health: &event.Health{},
+			Exit: &event.Exit{}, Fork: &event.Fork{}, Syscall: &event.Syscall{}, Health: &event.Health{}, Audit: &event.Audit{},
 		}},
+		{"a realistic audit event matches", &event.Event{Kind: event.KindAudit, Time: ts, Node: "cp-1", Source: "audit-log",
+			Container: &event.Container{Pod: "api-6b7c8d9e0-p4q5r", Namespace: "shop", PodUID: "9e8d7c6b"},
+			Audit: &event.Audit{AuditID: "0f3c1d1e", Stage: "ResponseComplete", Level: "Request", User: "system:serviceaccount:shop:api",
+				Groups: []string{"system:serviceaccounts", "system:authenticated"}, ServiceAccountNamespace: "shop", ServiceAccountName: "api",
+				Verb: "create", Resource: "pods", Namespace: "default", Name: "evil", RequestURI: "/api/v1/namespaces/default/pods?x=<&>",
+				SourceIPs: []string{"10.244.0.17"}, UserAgent: "curl/8.5.0", ResponseCode: 201, Decision: "allow", Reason: `RBAC: allowed by "x"`,
+				ObjectKind: "Pod", Privileged: true, HostPID: true, HostPaths: []string{"/"}, Images: []string{"busybox:1"},
+				Capabilities: []string{"SYS_ADMIN"}}}},
 		{"a host container is host:true only", &event.Event{Container: &event.Container{Host: true}}},
 		{"a container without host starts with its id", &event.Event{Container: &event.Container{ID: "abc", Pod: "web"}}},
 		{"extreme integers are exact", &event.Event{
@@ -138,6 +146,7 @@ func TestAppendEventMatchesEncodingJSON(t *testing.T) {
 				File:      &event.File{Path: s, NewPath: s},
 				Syscall:   &event.Syscall{Name: s, Args: s, Name2: s, Namespace: s},
 				Health:    &event.Health{Status: s, Message: s, Missing: []event.Kind{event.Kind(s)}, Mode: s},
+				Audit:     &event.Audit{User: s, Groups: []string{s}, Verb: s, UserAgent: s, HostPaths: []string{s, s}, Subjects: []string{s}},
 			},
 		})
 	}

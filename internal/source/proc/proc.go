@@ -384,7 +384,8 @@ func (s *Source) Missing() []event.Kind {
 	var out []event.Kind
 	for _, k := range event.AllKinds {
 		switch k {
-		case event.KindExec, event.KindFork, event.KindExit, event.KindHealth, event.KindSnapshot:
+		case event.KindExec, event.KindFork, event.KindExit, event.KindHealth, event.KindSnapshot,
+			event.KindAudit: // the API server's, not a node's (vigil audit)
 			continue
 		}
 		out = append(out, k)
