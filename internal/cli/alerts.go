@@ -55,11 +55,17 @@ var alertShowColumns = []clio.Column{
 	{Header: "Tactics", Path: "tactics"},
 	{Header: "Techniques", Path: "techniques"},
 	{Header: "Remediation", Path: "remediationSteps"},
+	{Header: "Related", Path: "relatedAlerts[*].name"},
 }
 
 // alertView is what the CLI prints for an alert: the API's properties
 // (the alert shape of the design), whose id is what show and update take.
 func alertView(a hubclient.Alert) store.Alert {
+	return alertDetailView(a).Alert
+}
+
+// alertDetailView is alertView with the related alerts (alerts show).
+func alertDetailView(a hubclient.Alert) hubclient.AlertProperties {
 	p := a.Properties
 	if p.ID == "" {
 		p.ID = a.Name
@@ -192,7 +198,7 @@ func newAlertsShowCmd(r *remoteFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return writeOut(cmd, alertView(a), o, alertShowColumns)
+			return writeOut(cmd, alertDetailView(a), o, alertShowColumns)
 		},
 	}
 	clio.AddFlags(cmd.Flags(), &o)
@@ -225,7 +231,7 @@ func newAlertsUpdateCmd(r *remoteFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return writeOut(cmd, alertView(a), o, alertShowColumns)
+			return writeOut(cmd, alertDetailView(a), o, alertShowColumns)
 		},
 	}
 	cmd.Flags().StringVar(&status, "status", "", "new status: Dismissed, Resolved or Active (required)")

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,10 +18,55 @@ import (
 )
 
 type alertResource struct {
-	ID         string      `json:"id"`
-	Name       string      `json:"name"`
-	Type       string      `json:"type"`
-	Properties store.Alert `json:"properties"`
+	ID         string          `json:"id"`
+	Name       string          `json:"name"`
+	Type       string          `json:"type"`
+	Properties alertProperties `json:"properties"`
+}
+
+// alertProperties is the stored alert, plus (on GET of one alert) the
+// alerts related to it.
+type alertProperties struct {
+	store.Alert
+	RelatedAlerts []relatedAlert `json:"relatedAlerts,omitempty"`
+}
+
+// relatedAlert names another alert about the same pod around the same time
+// (e.g. an audit alert about the pod's service account and a runtime alert
+// about a process in it): the first step toward incidents.
+type relatedAlert struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	AlertType   string    `json:"alertType"`
+	DisplayName string    `json:"displayName"`
+	Severity    string    `json:"severity"`
+	StartTime   time.Time `json:"startTime"`
+	EndTime     time.Time `json:"endTime"`
+}
+
+// RelatedWindow is how close in time two alerts about one pod must be to
+// be listed as related.
+const RelatedWindow = 10 * time.Minute
+
+// related lists the alerts about a's pod within RelatedWindow of it.
+func (s *Server) related(ctx context.Context, a store.Alert) ([]relatedAlert, error) {
+	if a.Entities.Pod == "" || a.Entities.Namespace == "" {
+		return nil, nil
+	}
+	page, err := s.st.ListAlerts(ctx, store.AlertFilter{Subscription: a.Cluster.Subscription, ResourceGroup: a.Cluster.ResourceGroup,
+		Cluster: a.Cluster.Name, Namespace: a.Entities.Namespace, Since: a.StartTime.Add(-RelatedWindow), Limit: 1000})
+	if err != nil {
+		return nil, fmt.Errorf("find the alerts related to %s: %w", a.ID, err)
+	}
+	var out []relatedAlert
+	for _, o := range page.Alerts {
+		if o.ID == a.ID || o.Entities.Pod != a.Entities.Pod || o.StartTime.After(a.EndTime.Add(RelatedWindow)) {
+			continue
+		}
+		out = append(out, relatedAlert{ID: alertID(o.Cluster.Subscription, o.ID), Name: o.ID, AlertType: o.AlertType,
+			DisplayName: o.DisplayName, Severity: o.Severity, StartTime: o.StartTime, EndTime: o.EndTime})
+	}
+	return out, nil
 }
 
 func alertID(sub, id string) string {
@@ -28,7 +74,7 @@ func alertID(sub, id string) string {
 }
 
 func toAlert(a store.Alert) alertResource {
-	return alertResource{ID: alertID(a.Cluster.Subscription, a.ID), Name: a.ID, Type: "Vigil.Security/alerts", Properties: a}
+	return alertResource{ID: alertID(a.Cluster.Subscription, a.ID), Name: a.ID, Type: "Vigil.Security/alerts", Properties: alertProperties{Alert: a}}
 }
 
 var severities = []string{alert.SeverityInformational, alert.SeverityLow, alert.SeverityMedium, alert.SeverityHigh}
@@ -214,7 +260,11 @@ func (s *Server) getAlert(w http.ResponseWriter, r *http.Request, p auth.Princip
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toAlert(a))
+	out := toAlert(a)
+	if out.Properties.RelatedAlerts, err = s.related(r.Context(), a); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -256,3 +256,45 @@ func TestAnExtensionItsAgentDoesNotApplyFor48HoursGoesFailed(t *testing.T) {
 		}
 	})
 }
+
+func TestAnAlertListsTheOtherAlertsAboutItsPodWithinMinutes(t *testing.T) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB) store.Store) {
+		e := newEnv(t, open)
+		sensor := e.cluster("s1", "g1", "c1")
+		onPod := func(pod, start string) func(m map[string]any) {
+			return func(m map[string]any) {
+				m["startTime"], m["endTime"] = start, start
+				m["entities"].(map[string]any)["pod"] = pod
+			}
+		}
+		e.must(200, "POST", "/ingest/v1/alerts", sensor, batch("s1", "g1", "c1",
+			testAlert("runtime", onPod("web-0", "2026-11-01T12:00:00Z")),
+			testAlert("audit", onPod("web-0", "2026-11-01T12:04:00Z"), func(m map[string]any) { m["alertType"] = "vigil.cluster/K8sSelfSubjectReview" }),
+			testAlert("other-pod", onPod("db-0", "2026-11-01T12:01:00Z")),
+			testAlert("hours-later", onPod("web-0", "2026-11-01T15:00:00Z"))))
+		get := func(id string) []string {
+			var out struct {
+				Properties struct {
+					Related []struct{ Name, AlertType string } `json:"relatedAlerts"`
+				} `json:"properties"`
+			}
+			if err := json.Unmarshal(e.must(200, "GET", "/subscriptions/s1/providers/Vigil.Security/alerts/"+id, e.owner, nil).body, &out); err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, r := range out.Properties.Related {
+				names = append(names, r.Name)
+			}
+			return names
+		}
+		if got := get("runtime"); len(got) != 1 || got[0] != "audit" {
+			t.Errorf("the runtime alert's related alerts = %v, want [audit]", got)
+		}
+		if got := get("audit"); len(got) != 1 || got[0] != "runtime" {
+			t.Errorf("the audit alert's related alerts = %v, want [runtime]", got)
+		}
+		if got := get("hours-later"); len(got) != 0 {
+			t.Errorf("an alert hours later lists %v as related", got)
+		}
+	})
+}

@@ -57,6 +57,9 @@ func schemas() obj {
 			"syscall": obj{"type": "object"}, "facts": strMap("detector evidence"), "extra": obj{"type": "object"}}),
 		"cluster":         object(nil, obj{"subscription": str(""), "resourceGroup": str(""), "name": str("")}),
 		"statusChangedBy": str("who changed the status: token/<name> or suppression/<rule>"), "statusChangedAt": ts(""), "ingestedAt": ts(""),
+		"relatedAlerts": obj{"type": "array", "description": "GET of one alert: other alerts about the same pod within 10 minutes (e.g. an audit alert and a runtime alert)",
+			"items": object([]string{"id", "name", "alertType"}, obj{"id": str("ARM id"), "name": str("alert id"), "alertType": str(""), "displayName": str(""),
+				"severity": str(""), "startTime": ts(""), "endTime": ts("")})},
 	})
 	tokenProps := object([]string{"displayName", "kind", "state", "createdAt"}, obj{
 		"displayName": str(""), "kind": obj{"type": "string", "enum": []string{"user", "sensor", "agent"}}, "role": str("Reader, Contributor or Owner"),

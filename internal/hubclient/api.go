@@ -16,10 +16,28 @@ import (
 
 // Alert is an alert resource as the API returns it.
 type Alert struct {
-	ID         string      `json:"id"`   // ARM id: /subscriptions/{s}/providers/Vigil.Security/alerts/{alertId}
-	Name       string      `json:"name"` // the alert id
-	Type       string      `json:"type"`
-	Properties store.Alert `json:"properties"`
+	ID         string          `json:"id"`   // ARM id: /subscriptions/{s}/providers/Vigil.Security/alerts/{alertId}
+	Name       string          `json:"name"` // the alert id
+	Type       string          `json:"type"`
+	Properties AlertProperties `json:"properties"`
+}
+
+// AlertProperties is the stored alert; GetAlert also fills RelatedAlerts
+// (other alerts about the same pod within minutes).
+type AlertProperties struct {
+	store.Alert
+	RelatedAlerts []RelatedAlert `json:"relatedAlerts,omitempty"`
+}
+
+// RelatedAlert names a related alert.
+type RelatedAlert struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	AlertType   string    `json:"alertType"`
+	DisplayName string    `json:"displayName"`
+	Severity    string    `json:"severity"`
+	StartTime   time.Time `json:"startTime"`
+	EndTime     time.Time `json:"endTime"`
 }
 
 // Cluster is a connected cluster resource as the API returns it.
