@@ -370,6 +370,7 @@ func TestEveryChartObjectIsAcceptedByTheAPIServer(t *testing.T) {
 		"hub":       map[string]any{"url": "https://hub:8443", "caPEM": "x"},
 		"agent":     map[string]any{"token": "a"},
 		"sensor":    map[string]any{"enabled": true, "token": "s", "rulesYAML": "[]"},
+		"audit":     map[string]any{"enabled": true, "token": "a"},
 		"hubServer": map[string]any{"enabled": true},
 	}, nil)
 	data, err := deploy.Render(vals, "Helm")

@@ -95,12 +95,29 @@ var sensorSettings = []Setting{
 	{"resources.memoryLimit", "memory limit, e.g. 512Mi"},
 	{"rules.disable", "comma-separated rule ids to disable, e.g. vigil.node/PackageManagerInContainer"},
 	{"rules.severity.<ruleId>", "override a rule's severity: Informational, Low, Medium or High"},
+	{"auditLogPath", "the API server's --audit-log-path (e.g. /var/log/kubernetes/audit/audit.log): also run vigil audit on the nodes that write it"},
 }
+
+var auditSettings = []Setting{
+	{"auditLogPath", "the API server's --audit-log-path on its nodes (default /var/log/kubernetes/audit/audit.log)"},
+	{"logLevel", "debug, info, warn or error"},
+	{"nodeSelector", "label=value of the nodes whose API server writes the log (default node-role.kubernetes.io/control-plane=)"},
+}
+
+// AuditType is the extension that judges the API server's audit log.
+const AuditType = "vigil.audit"
+
+// DefaultAuditLogPath is where kubeadm-style control planes write the
+// audit log when told to.
+const DefaultAuditLogPath = "/var/log/kubernetes/audit/audit.log"
 
 // Catalog lists the extension types.
 func Catalog() []Type {
-	return []Type{{Name: SensorType, Versions: []string{"0.1.0"}, Settings: sensorSettings,
-		Protected: []Setting{{ProtectedHubToken, "the sensor's ingest token (kind sensor, bound to the cluster); `vigil extension create` issues one"}}}}
+	token := []Setting{{ProtectedHubToken, "the ingest token (kind sensor, bound to the cluster); `vigil extension create` or the hub issues one"}}
+	return []Type{
+		{Name: SensorType, Versions: []string{"0.1.0"}, Settings: sensorSettings, Protected: token},
+		{Name: AuditType, Versions: []string{"0.1.0"}, Settings: auditSettings, Protected: token},
+	}
 }
 
 // Lookup finds a type and resolves version ("" → newest).
@@ -133,17 +150,64 @@ var severities = []string{"Informational", "Low", "Medium", "High"}
 
 // ValidateSettings checks an extension's settings against its type.
 func ValidateSettings(typ string, settings map[string]string) error {
-	if typ != SensorType {
-		_, _, err := Lookup(typ, "")
+	switch typ {
+	case SensorType:
+		_, _, err := sensorValues(settings)
+		return err
+	case AuditType:
+		_, err := auditValues(settings)
 		return err
 	}
-	_, err := sensorValues(settings)
+	_, _, err := Lookup(typ, "")
 	return err
 }
 
+// auditValues turns vigil.audit settings into chart values.
+func auditValues(settings map[string]string) (map[string]any, error) {
+	path, level := DefaultAuditLogPath, "info"
+	sel := map[string]any{"node-role.kubernetes.io/control-plane": ""}
+	for k, v := range settings {
+		v = strings.TrimSpace(v)
+		switch k {
+		case "auditLogPath":
+			path = v
+		case "logLevel":
+			if !oneOf(v, "debug", "info", "warn", "error") {
+				return nil, fmt.Errorf("configuration setting logLevel=%q is invalid: use debug, info, warn or error", v)
+			}
+			level = v
+		case "nodeSelector":
+			l, val, ok := strings.Cut(v, "=")
+			if !ok || l == "" {
+				return nil, fmt.Errorf("configuration setting nodeSelector=%q is invalid: use label=value, e.g. node-role.kubernetes.io/control-plane=", v)
+			}
+			sel = map[string]any{l: val}
+		default:
+			var names []string
+			for _, s := range auditSettings {
+				names = append(names, s.Name)
+			}
+			return nil, fmt.Errorf("configuration setting %q is not known to %s: use %s", k, AuditType, strings.Join(names, ", "))
+		}
+	}
+	return auditLogValues(path, level, sel)
+}
+
+// auditLogValues is the chart's audit block for a log path.
+func auditLogValues(path, level string, sel map[string]any) (map[string]any, error) {
+	if !strings.HasPrefix(path, "/") || strings.HasSuffix(path, "/") || strings.ContainsAny(path, " \t\n\"'") || strings.Contains(path, "..") {
+		return nil, fmt.Errorf("auditLogPath %q is invalid: give the absolute path of the API server's audit log file (its --audit-log-path), e.g. %s", path, DefaultAuditLogPath)
+	}
+	dir, file := path[:strings.LastIndex(path, "/")], path[strings.LastIndex(path, "/")+1:]
+	if dir == "" {
+		dir = "/"
+	}
+	return map[string]any{"enabled": true, "logDir": dir, "logFile": file, "logLevel": level, "nodeSelector": sel}, nil
+}
+
 // sensorValues turns configuration settings into chart values.
-func sensorValues(settings map[string]string) (map[string]any, error) {
-	sensor := map[string]any{"enabled": true}
+func sensorValues(settings map[string]string) (sensor, audit map[string]any, err error) {
+	sensor = map[string]any{"enabled": true}
 	res := map[string]any{}
 	var disable []string
 	sev := map[string]string{}
@@ -160,23 +224,23 @@ func sensorValues(settings map[string]string) (map[string]any, error) {
 		switch {
 		case k == "logLevel":
 			if !oneOf(v, "debug", "info", "warn", "error") {
-				return nil, bad("debug, info, warn or error")
+				return nil, nil, bad("debug, info, warn or error")
 			}
 			sensor["logLevel"] = v
 		case k == "source":
 			if !oneOf(v, "auto", "ebpf", "proc") {
-				return nil, bad("auto, ebpf or proc")
+				return nil, nil, bad("auto, ebpf or proc")
 			}
 			sensor["source"] = v
 		case k == "fileEvents" || k == "privileged":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
-				return nil, bad("true or false")
+				return nil, nil, bad("true or false")
 			}
 			sensor[k] = b
 		case strings.HasPrefix(k, "resources."):
 			if !quantityRE.MatchString(v) {
-				return nil, bad("a Kubernetes quantity such as 100m, 1, 256Mi")
+				return nil, nil, bad("a Kubernetes quantity such as 100m, 1, 256Mi")
 			}
 			kind, which := "", ""
 			switch strings.TrimPrefix(k, "resources.") {
@@ -189,7 +253,7 @@ func sensorValues(settings map[string]string) (map[string]any, error) {
 			case "memoryLimit":
 				kind, which = "limits", "memory"
 			default:
-				return nil, fmt.Errorf("configuration setting %s is unknown: use resources.cpuRequest, resources.cpuLimit, resources.memoryRequest or resources.memoryLimit", k)
+				return nil, nil, fmt.Errorf("configuration setting %s is unknown: use resources.cpuRequest, resources.cpuLimit, resources.memoryRequest or resources.memoryLimit", k)
 			}
 			m, _ := res[kind].(map[string]any)
 			if m == nil {
@@ -197,6 +261,10 @@ func sensorValues(settings map[string]string) (map[string]any, error) {
 				res[kind] = m
 			}
 			m[which] = v
+		case k == "auditLogPath":
+			if audit, err = auditLogValues(v, "info", map[string]any{"node-role.kubernetes.io/control-plane": ""}); err != nil {
+				return nil, nil, err
+			}
 		case k == "rules.disable":
 			for _, id := range strings.Split(v, ",") {
 				id = strings.TrimSpace(id)
@@ -204,18 +272,18 @@ func sensorValues(settings map[string]string) (map[string]any, error) {
 					continue
 				}
 				if !ruleIDRE.MatchString(id) {
-					return nil, bad("comma-separated rule ids such as vigil.node/TestAlert")
+					return nil, nil, bad("comma-separated rule ids such as vigil.node/TestAlert")
 				}
 				disable = append(disable, id)
 			}
 		case strings.HasPrefix(k, "rules.severity."):
 			id := strings.TrimPrefix(k, "rules.severity.")
 			if !ruleIDRE.MatchString(id) {
-				return nil, fmt.Errorf("configuration setting %s names no valid rule id: use rules.severity.<ruleId>, e.g. rules.severity.vigil.node/TestAlert", k)
+				return nil, nil, fmt.Errorf("configuration setting %s names no valid rule id: use rules.severity.<ruleId>, e.g. rules.severity.vigil.node/TestAlert", k)
 			}
 			c, ok := canonical(v, severities)
 			if !ok {
-				return nil, bad(strings.Join(severities, ", "))
+				return nil, nil, bad(strings.Join(severities, ", "))
 			}
 			sev[id] = c
 		default:
@@ -223,7 +291,7 @@ func sensorValues(settings map[string]string) (map[string]any, error) {
 			for _, s := range sensorSettings {
 				names = append(names, s.Name)
 			}
-			return nil, fmt.Errorf("configuration setting %q is not known to %s: use %s", k, SensorType, strings.Join(names, ", "))
+			return nil, nil, fmt.Errorf("configuration setting %q is not known to %s: use %s", k, SensorType, strings.Join(names, ", "))
 		}
 	}
 	if len(res) > 0 {
@@ -244,11 +312,11 @@ func sensorValues(settings map[string]string) (map[string]any, error) {
 		}
 		b, err := yaml.Marshal(overrides)
 		if err != nil {
-			return nil, fmt.Errorf("encode rule overrides: %w", err)
+			return nil, nil, fmt.Errorf("encode rule overrides: %w", err)
 		}
 		sensor["rulesYAML"] = string(b)
 	}
-	return sensor, nil
+	return sensor, audit, nil
 }
 
 func oneOf(v string, set ...string) bool {
@@ -328,16 +396,30 @@ func Render(e Extension, t Target) (Rendered, error) {
 	if err != nil {
 		return Rendered{}, err
 	}
-	sensor, err := sensorValues(e.Settings)
-	if err != nil {
-		return Rendered{}, err
-	}
 	token := strings.TrimSpace(e.Protected[ProtectedHubToken])
 	if token == "" {
-		return Rendered{}, fmt.Errorf("extension %s has no protected setting %s (the sensor's ingest token): recreate it with `vigil extension create` (which issues one) or pass --configuration-protected-settings %s=TOKEN", e.Name, ProtectedHubToken, ProtectedHubToken)
+		return Rendered{}, fmt.Errorf("extension %s has no protected setting %s (the ingest token): recreate it with `vigil extension create` (which issues one) or pass --configuration-protected-settings %s=TOKEN", e.Name, ProtectedHubToken, ProtectedHubToken)
 	}
-	sensor["token"] = token
-	values["sensor"] = sensor
+	daemonSet := "vigil-sensor"
+	var audit map[string]any
+	if e.Type == AuditType {
+		if audit, err = auditValues(e.Settings); err != nil {
+			return Rendered{}, err
+		}
+		daemonSet = "vigil-audit"
+	} else {
+		sensor, withAudit, err := sensorValues(e.Settings)
+		if err != nil {
+			return Rendered{}, err
+		}
+		sensor["token"] = token
+		values["sensor"] = sensor
+		audit = withAudit
+	}
+	if audit != nil {
+		audit["token"] = token
+		values["audit"] = audit
+	}
 	objs, err := renderObjects(values, "vigil-agent")
 	if err != nil {
 		return Rendered{}, err
@@ -356,7 +438,7 @@ func Render(e Extension, t Target) (Rendered, error) {
 		l[LabelVersion] = version
 		o.SetLabels(l)
 	}
-	return Rendered{Type: e.Type, Version: version, Objects: objs, DaemonSetNamespace: ns, DaemonSet: "vigil-sensor"}, nil
+	return Rendered{Type: e.Type, Version: version, Objects: objs, DaemonSetNamespace: ns, DaemonSet: daemonSet}, nil
 }
 
 // Removable are the objects of a rendering that deleting the extension

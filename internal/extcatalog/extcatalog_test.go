@@ -192,3 +192,73 @@ func TestTheAgentRendersLeastPrivilegeRBACAndItsCredential(t *testing.T) {
 		t.Errorf("agent Secret token %q", tok)
 	}
 }
+
+func auditDaemonSet(t *testing.T, r Rendered) (args string, logDir string, selector map[string]any) {
+	t.Helper()
+	ds := find(r.Objects, "DaemonSet", "vigil-audit")
+	if ds == nil {
+		t.Fatalf("no DaemonSet vigil-audit among %d objects", len(r.Objects))
+	}
+	cs, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "containers")
+	args = strings.Join(toStrings(cs[0].(map[string]any)["args"]), " ")
+	vols, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "volumes")
+	for _, v := range vols {
+		if m := v.(map[string]any); m["name"] == "audit-log" {
+			logDir, _, _ = unstructured.NestedString(m, "hostPath", "path")
+		}
+	}
+	selector, _, _ = unstructured.NestedMap(ds.Object, "spec", "template", "spec", "nodeSelector")
+	return args, logDir, selector
+}
+
+func TestTheAuditExtensionFollowsTheAPIServersLogOnTheControlPlaneNodes(t *testing.T) {
+	r, err := Render(Extension{Name: "vigil-audit", Type: AuditType, Protected: map[string]string{ProtectedHubToken: "vgl_a"}}, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.DaemonSet != "vigil-audit" {
+		t.Errorf("readiness follows DaemonSet %q, want vigil-audit", r.DaemonSet)
+	}
+	args, dir, sel := auditDaemonSet(t, r)
+	for _, want := range []string{"audit ", "--log=/var/log/vigil-audit-source/audit.log", "--hub-url=https://10.0.0.5:8443", "--cluster-id=" + target.ClusterID, "--log-state="} {
+		if !strings.Contains(args, want) {
+			t.Errorf("audit args %q lack %q", args, want)
+		}
+	}
+	if dir != "/var/log/kubernetes/audit" {
+		t.Errorf("the log's directory %q is mounted, want /var/log/kubernetes/audit (the directory, so rotation stays visible)", dir)
+	}
+	if _, ok := sel["node-role.kubernetes.io/control-plane"]; !ok {
+		t.Errorf("nodeSelector %v, want the control-plane nodes", sel)
+	}
+	if find(r.Objects, "DaemonSet", "vigil-sensor") != nil {
+		t.Error("the audit extension renders the sensor too")
+	}
+	sec := find(r.Objects, "Secret", "vigil-audit")
+	if tok, _, _ := unstructured.NestedString(sec.Object, "stringData", "token"); tok != "vgl_a" {
+		t.Errorf("Secret vigil-audit token %q", tok)
+	}
+
+	// auditLogPath on the sensor extension runs the collector beside the sensor.
+	r, err = Render(Extension{Name: "vigil-sensor", Type: SensorType, Settings: map[string]string{"auditLogPath": "/var/log/apiserver/k8s-audit.json"},
+		Protected: map[string]string{ProtectedHubToken: "vgl_s"}}, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, dir, _ = auditDaemonSet(t, r)
+	if dir != "/var/log/apiserver" || !strings.Contains(args, "--log=/var/log/vigil-audit-source/k8s-audit.json") {
+		t.Errorf("auditLogPath on the sensor: dir %q args %q", dir, args)
+	}
+	if find(r.Objects, "DaemonSet", "vigil-sensor") == nil || r.DaemonSet != "vigil-sensor" {
+		t.Error("with auditLogPath the sensor is still rendered and tracked")
+	}
+
+	for _, bad := range []map[string]string{{"auditLogPath": "audit.log"}, {"auditLogPath": "/var/log/"}, {"auditLogPath": "/var/../etc/shadow"}, {"nodeSelector": "x"}, {"color": "red"}} {
+		if err := ValidateSettings(AuditType, bad); err == nil {
+			t.Errorf("settings %v were accepted", bad)
+		}
+	}
+	if err := ValidateSettings(SensorType, map[string]string{"auditLogPath": "relative/audit.log"}); err == nil || !strings.Contains(err.Error(), "absolute path") {
+		t.Errorf("a relative auditLogPath on the sensor: %v", err)
+	}
+}

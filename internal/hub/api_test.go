@@ -136,7 +136,7 @@ func TestProtectedSettingsAreSealedAtRestAndOnlyTheClustersAgentReadsThem(t *tes
 	c := clusterPath("s1", "g1", "c1")
 	e.must(201, "PUT", c, e.owner, map[string]any{})
 	ext := c + "/providers/Vigil.KubernetesConfiguration/extensions/s"
-	r := e.must(201, "PUT", ext, e.owner, map[string]any{"properties": map[string]any{"extensionType": "vigil.audit", "configurationProtectedSettings": map[string]string{"password": "hunter2-secret"}}})
+	r := e.must(201, "PUT", ext, e.owner, map[string]any{"properties": map[string]any{"extensionType": "example.backup", "configurationProtectedSettings": map[string]string{"password": "hunter2-secret"}}})
 	if bytes.Contains(r.body, []byte("hunter2")) {
 		t.Fatalf("PUT response returns the protected setting: %s", r.body)
 	}
@@ -177,7 +177,7 @@ func TestProtectedSettingsAreSealedAtRestAndOnlyTheClustersAgentReadsThem(t *tes
 	// Without a sealer the hub refuses protected settings instead of storing them in the clear.
 	e2 := newEnv(t, openSQLite)
 	e2.must(201, "PUT", c, e2.owner, map[string]any{})
-	if r := e2.do("PUT", ext, e2.owner, map[string]any{"properties": map[string]any{"extensionType": "vigil.audit", "configurationProtectedSettings": map[string]string{"a": "b"}}}); r.code != 400 || r.errCode() != "ProtectedSettingsUnavailable" {
+	if r := e2.do("PUT", ext, e2.owner, map[string]any{"properties": map[string]any{"extensionType": "example.backup", "configurationProtectedSettings": map[string]string{"a": "b"}}}); r.code != 400 || r.errCode() != "ProtectedSettingsUnavailable" {
 		t.Fatalf("protected settings without a sealer = %d %s", r.code, r.body)
 	}
 }

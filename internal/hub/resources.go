@@ -487,7 +487,7 @@ func (s *Server) putExtension(w http.ResponseWriter, r *http.Request, p auth.Pri
 		}
 		e.ProtectedSettings = blob
 	}
-	if e.ExtensionType == SensorExtensionType {
+	if e.ExtensionType == SensorExtensionType || e.ExtensionType == AuditExtensionType {
 		if err := s.ensureSensorToken(r, p, &e); err != nil {
 			return err
 		}
@@ -698,6 +698,7 @@ func (s *Server) putPlan(w http.ResponseWriter, r *http.Request, p auth.Principa
 // token the sensors ship alerts with (internal/extcatalog reads it).
 const (
 	SensorExtensionType = "vigil.sensor"
+	AuditExtensionType  = "vigil.audit" // ships audit alerts with the same kind of token
 	SensorTokenSetting  = "hubToken"
 )
 
