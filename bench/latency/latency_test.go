@@ -1,14 +1,13 @@
 package latency
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"github.com/vigil-sec/vigil/internal/testutil/syncbuf"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -106,7 +105,7 @@ func startUp(b *testing.B) *hubclient.Client {
 	dir := b.TempDir()
 	bin := vigilBinary(b, dir)
 	cliPath := filepath.Join(dir, "cli.json")
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	up := exec.Command(bin, "up", "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0")
 	up.Env = append(os.Environ(), "VIGIL_CONFIG="+cliPath)
 	up.Stdout, up.Stderr = &out, &errb
@@ -162,23 +161,4 @@ func vigilBinary(b *testing.B, dir string) string {
 		b.Fatalf("go build ./cmd/vigil: %v\n%s", err, out)
 	}
 	return p
-}
-
-// syncBuffer is a bytes.Buffer the child's output and the benchmark may
-// use at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
+	"github.com/vigil-sec/vigil/internal/testutil/syncbuf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,40 +58,12 @@ func TestAlertsRaisedWhileTheHubIsAwayAndTheSensorIsKilledArriveExactlyOnce(t *t
 		}
 	}
 	metrics := freeLoopbackAddr(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	startSensor := func() (*exec.Cmd, chan error) {
-		cmd := exec.Command(bin, "sensor", "--source", "ebpf", "--file-events=false", "--no-snapshot",
-			"--metrics-addr", metrics, "--hub-url", h.url, "--hub-token-file", tokenFile,
+		return startSensorProcess(t, bin, metrics, &logs, "--source", "ebpf", "--file-events=false", "--no-snapshot",
+			"--hub-url", h.url, "--hub-token-file", tokenFile,
 			"--hub-ca", filepath.Join(hubData, "tls", "ca.crt"), "--cluster-id", clusterID,
 			"--outbox-dir", filepath.Join(dir, "outbox"), "--health-interval", "1s", "--node", "fault-node")
-		cmd.Stderr = &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		t.Cleanup(func() {
-			if cmd.ProcessState == nil {
-				_ = cmd.Process.Kill()
-				<-exited
-			}
-		})
-		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			select {
-			case err := <-exited:
-				t.Fatalf("the sensor exited at start: %v\n%s", err, logs.String())
-			default:
-			}
-			if resp, err := http.Get("http://" + metrics + "/healthz"); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return cmd, exited
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the sensor was not healthy within 60s:\n%s", logs.String())
-			}
-		}
 	}
 	trigger := func(shells []string) {
 		for _, sh := range shells {

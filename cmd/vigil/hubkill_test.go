@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"github.com/vigil-sec/vigil/internal/testutil/syncbuf"
 	"io"
 	"net/http"
 	"os"
@@ -158,7 +159,7 @@ type hubProcess struct {
 	url    string
 	client *http.Client
 	ca     []byte
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	exited chan error
 }
 
@@ -176,7 +177,7 @@ func startHubProcessAt(t *testing.T, bin, listen, dataDir, dsn, owner string) *h
 	if dsn != "" {
 		args = append(args, "--db", dsn)
 	}
-	h := &hubProcess{cmd: exec.Command(bin, args...), stderr: &syncBuffer{}, exited: make(chan error, 1)}
+	h := &hubProcess{cmd: exec.Command(bin, args...), stderr: &syncbuf.Buffer{}, exited: make(chan error, 1)}
 	pr, pw := io.Pipe()
 	h.cmd.Stdout = io.Discard
 	h.cmd.Stderr = io.MultiWriter(h.stderr, pw)

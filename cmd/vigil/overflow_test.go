@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"github.com/vigil-sec/vigil/internal/testutil/syncbuf"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -39,42 +41,11 @@ func TestARingOverflowIsCountedAndBecomesAnAlertAtTheHubWhileTheSensorKeepsRunni
 		t.Fatal(err)
 	}
 	metrics := freeLoopbackAddr(t)
-	sensor := exec.Command(bin, "sensor", "--source", "ebpf", "--ring-size", "4KiB", "--file-events=false",
-		"--metrics-addr", metrics, "--hub-url", h.url, "--hub-token-file", tokenFile,
+	var stderr syncbuf.Buffer
+	_, exited := startSensorProcess(t, bin, metrics, &stderr, "--source", "ebpf", "--ring-size", "4KiB", "--file-events=false",
+		"--hub-url", h.url, "--hub-token-file", tokenFile,
 		"--hub-ca", filepath.Join(dir, "hub", "tls", "ca.crt"), "--cluster-id", clusterID,
 		"--outbox-dir", filepath.Join(dir, "outbox"), "--health-interval", "1s", "--node", "overflow-node")
-	var stderr syncBuffer
-	sensor.Stderr = &stderr
-	if err := sensor.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- sensor.Wait() }()
-	t.Cleanup(func() {
-		_ = sensor.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			_ = sensor.Process.Kill()
-			<-exited
-		}
-	})
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		select {
-		case err := <-exited:
-			t.Fatalf("the sensor exited at start: %v\n%s", err, stderr.String())
-		default:
-		}
-		if resp, err := http.Get("http://" + metrics + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the sensor was not healthy within 60s:\n%s", stderr.String())
-		}
-	}
 
 	// An exec storm from several workers: far more records per reader
 	// wake-up than a 4 KiB ring holds.
@@ -138,6 +109,49 @@ func TestARingOverflowIsCountedAndBecomesAnAlertAtTheHubWhileTheSensorKeepsRunni
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no vigil.sensor/EventsDropped alert with count %.0f at the hub (found %+v); sensor log:\n%s", now, got, stderr.String())
+		}
+	}
+}
+
+// startSensorProcess runs `vigil sensor --metrics-addr metrics args...` with
+// its stderr in logs and waits until it is healthy; it is stopped with
+// SIGTERM (or killed) at the end of the test. exited receives its end.
+func startSensorProcess(t *testing.T, bin, metrics string, logs io.Writer, args ...string) (*exec.Cmd, chan error) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"sensor", "--metrics-addr", metrics}, args...)...)
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState != nil {
+			return
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("the sensor exited at start: %v\n%s", err, logs)
+		default:
+		}
+		if resp, err := http.Get("http://" + metrics + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return cmd, exited
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sensor was not healthy within 60s:\n%s", logs)
 		}
 	}
 }

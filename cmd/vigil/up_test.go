@@ -1,13 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
+	"github.com/vigil-sec/vigil/internal/testutil/syncbuf"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,7 +22,7 @@ func TestVigilUpShowsAHostExecAsAnAlertInTheCLI(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildVigil(t)
 	env := append(os.Environ(), "VIGIL_CONFIG="+filepath.Join(dir, "cli.json"))
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	up := exec.Command(bin, "up", "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--file-events=false")
 	up.Env, up.Stdout, up.Stderr = env, &out, &errb
 	if err := up.Start(); err != nil {
@@ -80,23 +79,4 @@ func TestVigilUpShowsAHostExecAsAnAlertInTheCLI(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer the child's output goroutines and the test
-// may use at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

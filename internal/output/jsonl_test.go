@@ -2,36 +2,18 @@ package output
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
+	"github.com/vigil-sec/vigil/internal/testutil/syncbuf"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vigil-sec/vigil/internal/event"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestEachEventIsOneParsableLine(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	j := NewJSONL(&buf)
 	for i := 1; i <= 3; i++ {
 		if err := j.Write(&event.Event{Kind: event.KindExec, Process: event.Process{PID: i, Args: []string{"sh", "-c", "echo <a&b>"}}}); err != nil {
@@ -62,7 +44,7 @@ func TestEachEventIsOneParsableLine(t *testing.T) {
 }
 
 func TestEventsReachTheDestinationWithoutClose(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	j := NewJSONL(&buf)
 	defer j.Close()
 	if err := j.Write(&event.Event{Kind: event.KindExit}); err != nil {
@@ -96,7 +78,7 @@ func TestAWriteErrorIsReportedAndSticks(t *testing.T) {
 }
 
 func TestAnUnencodableEventIsRefusedAloneAndLaterEventsStillArrive(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	j := NewJSONL(&buf)
 	if err := j.Write(&event.Event{Kind: event.KindExec, Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}); err == nil {
 		t.Fatal("an event with an unrepresentable time was accepted")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/vigil-sec/vigil/internal/testutil/syncbuf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,28 +70,11 @@ func vigil(t *testing.T) string {
 	return vigilBin
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // daemon starts a long-running vigil process stopped with SIGINT at the
 // end of the test.
-func daemon(t *testing.T, env []string, args ...string) (*syncBuffer, *syncBuffer) {
+func daemon(t *testing.T, env []string, args ...string) (*syncbuf.Buffer, *syncbuf.Buffer) {
 	t.Helper()
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	cmd := exec.Command(vigil(t), args...)
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, &out, &errb
 	if err := cmd.Start(); err != nil {
@@ -111,7 +95,7 @@ func daemon(t *testing.T, env []string, args ...string) (*syncBuffer, *syncBuffe
 	return &out, &errb
 }
 
-func waitFor(t *testing.T, what string, buf *syncBuffer, re *regexp.Regexp, timeout time.Duration) []string {
+func waitFor(t *testing.T, what string, buf *syncbuf.Buffer, re *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -356,7 +340,7 @@ func TestInterruptingSimulateLeavesNothingBehind(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cmd := exec.Command(vigil(t), "simulate", "all", "--local", "--wait", "60s", "--temp-dir", h.tempDir)
 			cmd.Env = h.env
-			var errb syncBuffer
+			var errb syncbuf.Buffer
 			cmd.Stderr = &errb
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
