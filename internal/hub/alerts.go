@@ -28,13 +28,13 @@ type alertResource struct {
 // alerts related to it.
 type alertProperties struct {
 	store.Alert
-	RelatedAlerts []relatedAlert `json:"relatedAlerts,omitempty"`
+	RelatedAlerts []RelatedAlert `json:"relatedAlerts,omitempty"`
 }
 
-// relatedAlert names another alert about the same pod around the same time
+// RelatedAlert names another alert about the same pod around the same time
 // (e.g. an audit alert about the pod's service account and a runtime alert
 // about a process in it): the first step toward incidents.
-type relatedAlert struct {
+type RelatedAlert struct {
 	ID          string    `json:"id"`
 	Name        string    `json:"name"`
 	AlertType   string    `json:"alertType"`
@@ -48,22 +48,23 @@ type relatedAlert struct {
 // be listed as related.
 const RelatedWindow = 10 * time.Minute
 
-// related lists the alerts about a's pod within RelatedWindow of it.
-func (s *Server) related(ctx context.Context, a store.Alert) ([]relatedAlert, error) {
+// RelatedAlerts lists the alerts about a's pod within RelatedWindow of it
+// (the API's relatedAlerts; the portal shows them too).
+func RelatedAlerts(ctx context.Context, st store.Store, a store.Alert) ([]RelatedAlert, error) {
 	if a.Entities.Pod == "" || a.Entities.Namespace == "" {
 		return nil, nil
 	}
-	page, err := s.st.ListAlerts(ctx, store.AlertFilter{Subscription: a.Cluster.Subscription, ResourceGroup: a.Cluster.ResourceGroup,
+	page, err := st.ListAlerts(ctx, store.AlertFilter{Subscription: a.Cluster.Subscription, ResourceGroup: a.Cluster.ResourceGroup,
 		Cluster: a.Cluster.Name, Namespace: a.Entities.Namespace, Since: a.StartTime.Add(-RelatedWindow), Limit: 1000})
 	if err != nil {
 		return nil, fmt.Errorf("find the alerts related to %s: %w", a.ID, err)
 	}
-	var out []relatedAlert
+	var out []RelatedAlert
 	for _, o := range page.Alerts {
 		if o.ID == a.ID || o.Entities.Pod != a.Entities.Pod || o.StartTime.After(a.EndTime.Add(RelatedWindow)) {
 			continue
 		}
-		out = append(out, relatedAlert{ID: alertID(o.Cluster.Subscription, o.ID), Name: o.ID, AlertType: o.AlertType,
+		out = append(out, RelatedAlert{ID: alertID(o.Cluster.Subscription, o.ID), Name: o.ID, AlertType: o.AlertType,
 			DisplayName: o.DisplayName, Severity: o.Severity, StartTime: o.StartTime, EndTime: o.EndTime})
 	}
 	return out, nil
@@ -261,7 +262,7 @@ func (s *Server) getAlert(w http.ResponseWriter, r *http.Request, p auth.Princip
 		return err
 	}
 	out := toAlert(a)
-	if out.Properties.RelatedAlerts, err = s.related(r.Context(), a); err != nil {
+	if out.Properties.RelatedAlerts, err = RelatedAlerts(r.Context(), s.st, a); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, out)

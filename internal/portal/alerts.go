@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/vigil-sec/vigil/internal/hub"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -419,9 +420,13 @@ func (p *Portal) alertPage(w http.ResponseWriter, r *http.Request, s *session) {
 		facts = append(facts, k+": "+v)
 	}
 	sort.Strings(facts)
+	related, err := hub.RelatedAlerts(r.Context(), p.cfg.Store, a)
+	if err != nil {
+		p.log.Warn("portal: related alerts unavailable", "alert", a.ID, "err", err)
+	}
 	p.render(w, r, s, http.StatusOK, "alert", a.DisplayName, map[string]any{
 		"A": a, "Tree": processTree(a), "Timeline": timeline(a), "CanWrite": canWrite, "CanSuppress": canSuppress,
-		"ClusterKnown": clusterKnown, "Facts": facts, "ClusterID": auth.ClusterID(a.Cluster),
+		"ClusterKnown": clusterKnown, "Facts": facts, "ClusterID": auth.ClusterID(a.Cluster), "Related": related,
 	})
 }
 

@@ -356,6 +356,26 @@ func TestTheAlertDetailsShowTheProcessTreeAndTheAffectedResource(t *testing.T) {
 	}
 }
 
+func TestTheAlertDetailsLinkTheOtherAlertsAboutThePodWithinMinutes(t *testing.T) {
+	e := newEnv(t, false)
+	now := time.Now()
+	runtime := testAlert("a1", alert.SeverityHigh, "Digital currency mining", now)
+	audit := testAlert("a2", alert.SeverityMedium, "Suspicious Kubernetes service account operation detected", now.Add(2*time.Minute))
+	audit.AlertType = "vigil.cluster/K8sSelfSubjectReview"
+	other := testAlert("a3", alert.SeverityLow, "Elsewhere", now)
+	other.Entities.Pod = "db-0"
+	e.ingest(runtime, audit, other)
+	b := e.browser()
+	b.signIn(e.owner)
+	pg := b.get("/portal/alerts/a1")
+	if !strings.Contains(pg.body, `id="related-alerts"`) || !strings.Contains(pg.body, `href="/portal/alerts/a2"`) {
+		t.Fatalf("the runtime alert's page does not link the audit alert about the same pod:\n%s", pg.body)
+	}
+	if strings.Contains(pg.body, `href="/portal/alerts/a3"`) {
+		t.Error("an alert about another pod is listed as related")
+	}
+}
+
 func TestSuppressSimilarPreviewsTheMatchesAndCreatesAValidatedRule(t *testing.T) {
 	e := newEnv(t, false)
 	now := time.Now()
