@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/vigil-sec/vigil/internal/clio"
 	"github.com/vigil-sec/vigil/internal/detect"
 	"github.com/vigil-sec/vigil/internal/hubclient"
+	"github.com/vigil-sec/vigil/internal/kube"
 	"github.com/vigil-sec/vigil/internal/simulate"
 	"github.com/vigil-sec/vigil/internal/store"
 	"github.com/vigil-sec/vigil/rules"
@@ -29,6 +31,10 @@ type simulateFlags struct {
 	remote  remoteFlags
 	tempDir string
 	bbShell bool
+	kube    kubeFlags
+	image   string
+	ns      string
+	ready   time.Duration
 }
 
 // simulateColumns are the columns of the result table.
@@ -53,7 +59,7 @@ func newSimulateCmd(g *globalFlags) *cobra.Command {
 	f := &simulateFlags{out: clio.Options{Output: clio.Table}}
 	scen := strings.Join(append(simulate.Scenarios(), simulate.ScenarioAll), "|")
 	cmd := &cobra.Command{
-		Use:   "simulate [" + scen + "]... --local",
+		Use:   "simulate [" + scen + "]... (--local | --kube-context C)",
 		Short: "Run a harmless attack simulation and check that each step's alert reaches the hub",
 		Long: `Run vigil's harmless attack simulation and check its own alerts. An attacker drives a web
 shell in a victim web server (commands run as the unprivileged web user) through the scenarios:
@@ -77,6 +83,18 @@ network namespace; every address (the subnet 10.77.0.0/24, the metadata service,
 domain's 198.51.100.77) exists only inside those namespaces, so no traffic leaves the host.
 Everything is removed afterwards, also on failure or Ctrl-C.
 
+With --kube-context (or --kubeconfig; the current context by default) the victim and the attacker
+are pods in the namespace vigil-simulation (or vigil-simulation-ID with --namespace ID), running
+vigil's image (--image, imagePullPolicy Never: build and import it first). The victim (busybox
+httpd, the web shell as uid 33) resolves names through the attacker's stub DNS; the metadata
+service (169.254.169.254) and the threat-intel test address live on the attacker's own interface
+and the victim routes them to the attacker's pod IP, so no packet to them leaves the node. The
+recon step reads the pod's real service-account token and asks the real API server; the scan
+covers a few ports of the node's pod subnet. Commands reach the attacker through the API
+server's pod proxy. The namespace is deleted afterwards, also on failure or Ctrl-C. Alerts are
+matched by the namespace, so the cluster's sensor must add pod metadata (the vigil.sensor
+extension does; a host sensor needs --kube-metadata on).
+
 After the steps it waits (up to --wait) for each expected alert at the hub that vigil login saved
 (or --hub/--token/--ca), prints step, expected alert, whether it was seen, the latency from the step's start to the
 alert being stored at the hub (Latency, including the time the step's own tool took) and from
@@ -84,7 +102,8 @@ the triggering event to the hub (EventToHub: detection and delivery alone), and 
 if any is missing.`,
 		Example: `  sudo vigil up &                       # a hub and a sensor for this host
   sudo vigil simulate all --local
-  sudo vigil simulate crypto ti --local -o json`,
+  sudo vigil simulate crypto ti --local -o json
+  vigil simulate all --kube-context dev --image vigil.local/vigil:0.1.0`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			for _, a := range args {
 				if a != simulate.ScenarioAll && !containsString(simulate.Scenarios(), a) {
@@ -104,6 +123,10 @@ if any is missing.`,
 	fl.StringVar(&f.tempDir, "temp-dir", "", "directory for the run's temporary files (default $TMPDIR or /tmp)")
 	fl.BoolVar(&f.bbShell, "busybox-shell", false, "busybox victim: run the web shell's commands with busybox sh even when the host has dash or bash")
 	_ = fl.MarkHidden("busybox-shell")
+	f.kube.register(fl)
+	fl.StringVar(&f.image, "image", "", "cluster mode: vigil's image the pods run (default vigil.local/vigil:VERSION; imagePullPolicy Never)")
+	fl.StringVar(&f.ns, "namespace", "", "cluster mode: run in namespace vigil-simulation-ID instead of vigil-simulation (deleted afterwards)")
+	fl.DurationVar(&f.ready, "ready-timeout", 3*time.Minute, "cluster mode: how long the pods may take to start")
 	clio.AddFlags(fl, &f.out)
 	f.remote.register(fl)
 	cmd.AddCommand(newSimulateAttackerCmd(g), newSimulateNetscanCmd())
@@ -124,8 +147,12 @@ func runSimulate(cmd *cobra.Command, g *globalFlags, f *simulateFlags, args []st
 	if err != nil {
 		return err
 	}
-	if !f.local {
-		return clio.Errorf(clio.ExitUsage, "choose where the simulation runs: --local (runc containers on this host); cluster mode (--kube-context) is not available yet")
+	clusterMode := f.kube.context != "" || f.kube.kubeconfig != ""
+	if f.local == clusterMode {
+		if f.local {
+			return clio.Errorf(clio.ExitUsage, "--local and --kube-context/--kubeconfig exclude each other: choose where the simulation runs")
+		}
+		return clio.Errorf(clio.ExitUsage, "choose where the simulation runs: --local (runc containers on this host) or --kube-context C (pods in a cluster; `kubectl config current-context` names the current one)")
 	}
 	if f.wait <= 0 {
 		return clio.Errorf(clio.ExitUsage, "--wait %v: give a positive duration, e.g. 30s", f.wait)
@@ -141,19 +168,36 @@ func runSimulate(cmd *cobra.Command, g *globalFlags, f *simulateFlags, args []st
 	if err != nil {
 		return err
 	}
-	runner, err := simulate.NewLocalRunner(simulate.LocalConfig{Victim: f.victim, TempDir: f.tempDir, BusyboxShell: f.bbShell, Logger: log})
-	if err != nil {
-		return clio.Exit(clio.ExitUsage, err)
+	var runner interface {
+		simulate.Runner
+		ID() string
+	}
+	where := f.victim + " victim"
+	if clusterMode {
+		kr, err := newKubeSimulation(f, log)
+		if err != nil {
+			return err
+		}
+		runner, where = kr, "cluster "+f.kube.context
+		if f.kube.context == "" {
+			where = "the current kube context"
+		}
+	} else {
+		lr, err := simulate.NewLocalRunner(simulate.LocalConfig{Victim: f.victim, TempDir: f.tempDir, BusyboxShell: f.bbShell, Logger: log})
+		if err != nil {
+			return clio.Exit(clio.ExitUsage, err)
+		}
+		runner = lr
 	}
 	plan, err := simulate.Plan(args, runner.Tools(), names)
 	if err != nil {
 		return clio.Exit(clio.ExitUsage, err)
 	}
 	progress := cmd.ErrOrStderr()
-	if runner.Tools().Shell == "" {
+	if runner.Tools().Shell == "" && !clusterMode {
 		fmt.Fprintln(progress, "the victim's web shell uses busybox sh (no dash or bash in /usr/bin): commands name busybox's programs by path (/bin/id), since busybox sh would run them without exec")
 	}
-	fmt.Fprintf(progress, "simulation %s: %d steps (%s victim), alerts checked at %s\n", runner.ID(), len(plan), f.victim, rem.client.Hub())
+	fmt.Fprintf(progress, "simulation %s: %d steps (%s), alerts checked at %s\n", runner.ID(), len(plan), where, rem.client.Hub())
 	list := func(ctx context.Context, since time.Time) ([]store.Alert, error) {
 		as, _, err := rem.client.ListAlerts(ctx, hubclient.AlertListOptions{Subscription: rem.subscription, Since: since})
 		if err != nil {
@@ -176,8 +220,8 @@ func runSimulate(cmd *cobra.Command, g *globalFlags, f *simulateFlags, args []st
 		return werr
 	}
 	if !rep.OK() {
-		return clio.Errorf(clio.ExitGeneral, "%d of %d expected alert(s) did not reach the hub within --wait %v:\n  %s\nIs a sensor running on this host and shipping to this hub (sudo vigil up)?",
-			len(rep.Missing), len(rep.Results), f.wait, strings.Join(rep.Missing, "\n  "))
+		return clio.Errorf(clio.ExitGeneral, "%d of %d expected alert(s) did not reach the hub within --wait %v:\n  %s\n%s",
+			len(rep.Missing), len(rep.Results), f.wait, strings.Join(rep.Missing, "\n  "), missingHint(clusterMode))
 	}
 	fmt.Fprintf(progress, "all %d expected alerts arrived; latency step -> hub: p50 %.0f ms, p99 %.0f ms, max %.0f ms; event -> hub: p50 %.0f ms, p99 %.0f ms, max %.0f ms\n",
 		len(rep.Results), rep.P50Ms, rep.P99Ms, rep.MaxMs, rep.EventToHubP50Ms, rep.EventToHubP99Ms, rep.EventToHubMaxMs)
@@ -256,4 +300,36 @@ func newSimulateNetscanCmd() *cobra.Command {
 			return simulate.NetScan(cmd.Context(), cmd.OutOrStdout(), args[0], args[1], args[2:]...)
 		},
 	}
+}
+
+// missingHint says what to check when expected alerts did not arrive.
+func missingHint(cluster bool) string {
+	if cluster {
+		return "Is vigil's sensor running on the cluster's nodes (the vigil.sensor extension, or a host sensor with --kube-metadata on) and shipping to this hub? Alerts are matched by the pods' namespace."
+	}
+	return "Is a sensor running on this host and shipping to this hub (sudo vigil up)?"
+}
+
+// newKubeSimulation prepares a cluster run from the flags.
+func newKubeSimulation(f *simulateFlags, log *slog.Logger) (*simulate.KubeRunner, error) {
+	kc, err := kube.Load(kube.LoadOptions{Kubeconfig: f.kube.kubeconfig, Context: f.kube.context})
+	if err != nil {
+		return nil, clio.Exit(clio.ExitUsage, err)
+	}
+	ns := simulate.KubeNamespace
+	if f.ns != "" {
+		ns = f.ns
+		if ns != simulate.KubeNamespace && !strings.HasPrefix(ns, simulate.KubeNamespace+"-") {
+			ns = simulate.KubeNamespace + "-" + ns
+		}
+	}
+	image := f.image
+	if image == "" {
+		image = "vigil.local/vigil:" + version
+	}
+	r, err := simulate.NewKubeRunner(simulate.KubeConfig{Config: kc.Config, Image: image, Namespace: ns, ReadyTimeout: f.ready, Logger: log})
+	if err != nil {
+		return nil, clio.Exit(clio.ExitUsage, err)
+	}
+	return r, nil
 }
