@@ -129,7 +129,7 @@ if any is missing.`,
 	fl.DurationVar(&f.ready, "ready-timeout", 3*time.Minute, "cluster mode: how long the pods may take to start")
 	clio.AddFlags(fl, &f.out)
 	f.remote.register(fl)
-	cmd.AddCommand(newSimulateAttackerCmd(g), newSimulateNetscanCmd())
+	cmd.AddCommand(newSimulateAttackerCmd(g), newSimulateNetscanCmd(), newSimulateKubeAPICmd())
 	return cmd
 }
 

@@ -43,7 +43,7 @@ func (e *env) up(ctx context.Context) error {
 	if err := os.RemoveAll(e.state); err != nil {
 		return fmt.Errorf("remove old state %s: %w", e.state, err)
 	}
-	for _, d := range []string{"logs", "run", "config", "etcd", "kubelet", "pod-logs", "cni/net.d", "cni/ipam", "containerd/root", "containerd/state", "containerd/opt", "containerd/runc"} {
+	for _, d := range []string{"logs", "run", "config", "etcd", "kubelet", "pod-logs", "cni/net.d", "cni/ipam", "containerd/root", "containerd/state", "containerd/opt", "containerd/runc", "audit"} {
 		if err := os.MkdirAll(e.path(d), 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", e.path(d), err)
 		}
@@ -56,6 +56,9 @@ func (e *env) up(ctx context.Context) error {
 		return fmt.Errorf("generate certificates: %w", err)
 	}
 	if err := e.writeConfigs(); err != nil {
+		return err
+	}
+	if err := writeFile(e.path("config", "audit-policy.yaml"), []byte(auditPolicy), 0o644); err != nil {
 		return err
 	}
 
