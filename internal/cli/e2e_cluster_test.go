@@ -251,6 +251,14 @@ func TestTheControlPlaneOnARealCluster(t *testing.T) {
 		}
 	})
 
+	step(t, "verify --simulate runs the attack simulation in the cluster and every alert arrives", func(t *testing.T) {
+		out, errs, code := vigil(t, append([]string{"verify", "--name", name, "--resource-group", "e2e", "--simulate", "--no-alert"}, kflags...)...)
+		t.Logf("verify --simulate:\n%s%s", out, errs)
+		if code != 0 || !strings.Contains(out, "✓ the attack simulation raises every expected alert") {
+			t.Fatalf("verify --simulate exit %d", code)
+		}
+	})
+
 	step(t, "preflight from the cluster passes", func(t *testing.T) {
 		out, errs, code := vigil(t, append([]string{"preflight", "--in-cluster"}, kflags...)...)
 		t.Logf("preflight --in-cluster:\n%s%s", out, errs)

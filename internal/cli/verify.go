@@ -57,7 +57,8 @@ func (c *checklist) skip(name, why string) {
 func newVerifyCmd() *cobra.Command {
 	var name, group, extName string
 	var alertTimeout time.Duration
-	var noAlert bool
+	var noAlert, simulateToo bool
+	var simulateWait time.Duration
 	r := &remoteFlags{}
 	k := &kubeFlags{}
 	cmd := &cobra.Command{
@@ -67,7 +68,8 @@ func newVerifyCmd() *cobra.Command {
   1. the cluster is Connected at the hub;
   2. its vigil.sensor extension is Succeeded;
   3. a sensor pod runs and is ready on every node (needs the cluster's kubeconfig);
-  4. the harmless test alert, triggered by a short-lived pod in vigil-system, arrives at the hub.
+  4. the harmless test alert, triggered by a short-lived pod in vigil-system, arrives at the hub;
+  5. with --simulate: the attack simulation (vigil simulate all in the cluster) raises every expected alert.
 Each step prints ✓ or ✗ with the time taken and, for ✗, the fix. Exit status is non-zero when a step fails.`,
 		Example: "  vigil verify --name prod --resource-group platform",
 		Args:    usageArgs(0, ""),
@@ -159,6 +161,21 @@ Each step prints ✓ or ✗ with the time taken and, for ✗, the fix. Exit stat
 					return alertRoundTrip(ctx, rm, kc, cluster, image, pullPolicy, alertTimeout)
 				})
 			}
+			if simulateToo {
+				const step5 = "the attack simulation raises every expected alert"
+				if !podsOK || !extOK || kerr != nil {
+					c.skip(step5, "needs the sensor running (steps 2 and 3)")
+				} else {
+					c.run(step5, func() (string, string, error) {
+						f := &simulateFlags{wait: simulateWait, kube: *k, remote: *r, image: image, ns: "verify-" + randomSuffix(),
+							ready: 3 * time.Minute, out: clio.Options{Output: clio.Table}}
+						if err := runSimulate(cmd, &globalFlags{logLevel: "warn", logFormat: "text"}, f, nil); err != nil {
+							return "", "see the table above: every missing alert is named; run `vigil simulate all --kube-context ...` to repeat it", err
+						}
+						return "19 steps, every alert at the hub", "", nil
+					})
+				}
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "verify took %s\n", time.Since(start).Round(100*time.Millisecond))
 			if c.failed > 0 {
 				return clio.Errorf(clio.ExitGeneral, "%d verification step(s) failed", c.failed)
@@ -172,6 +189,8 @@ Each step prints ✓ or ✗ with the time taken and, for ✗, the fix. Exit stat
 	fl.StringVar(&extName, "extension-name", "", "the sensor extension's name (default: any vigil.sensor extension)")
 	fl.DurationVar(&alertTimeout, "alert-timeout", 2*time.Minute, "how long to wait for the test alert")
 	fl.BoolVar(&noAlert, "no-alert", false, "skip the alert round trip")
+	fl.BoolVar(&simulateToo, "simulate", false, "also run the attack simulation in the cluster (vigil simulate all) and check every expected alert")
+	fl.DurationVar(&simulateWait, "simulate-wait", time.Minute, "with --simulate: how long to wait for the simulation's alerts")
 	r.register(fl)
 	k.register(fl)
 	return cmd
