@@ -298,3 +298,33 @@ func TestAnAlertListsTheOtherAlertsAboutItsPodWithinMinutes(t *testing.T) {
 		}
 	})
 }
+
+func TestAClusterWhoseAgentCredentialExpiredIsExpired(t *testing.T) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB) store.Store) {
+		e := newEnv(t, open)
+		for _, name := range []string{"lapsed", "renewed"} {
+			e.cluster("s1", "g1", name)
+		}
+		exp := e.clock.Now().Add(time.Hour).Format(time.RFC3339Nano)
+		lapsed := e.token(map[string]any{"name": "agent-lapsed", "kind": "agent", "clusterId": clusterPath("s1", "g1", "lapsed"), "expiresAt": exp})
+		renewed := e.token(map[string]any{"name": "agent-renewed", "kind": "agent", "clusterId": clusterPath("s1", "g1", "renewed"), "expiresAt": exp})
+		for tok, name := range map[string]string{lapsed: "lapsed", renewed: "renewed"} {
+			e.must(204, "POST", "/ingest/v1/heartbeat", tok, map[string]any{"clusterId": clusterPath("s1", "g1", name)})
+		}
+		fresh := e.must(201, "POST", "/ingest/v1/renewToken", renewed, nil).json(t)["token"].(string)
+		e.clock.Advance(2 * time.Hour)
+		e.must(204, "POST", "/ingest/v1/heartbeat", fresh, map[string]any{"clusterId": clusterPath("s1", "g1", "renewed")})
+		if _, _, err := e.srv.SweepOnce(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		status := func(name string) string {
+			return e.must(200, "GET", clusterPath("s1", "g1", name), e.owner, nil).json(t)["properties"].(map[string]any)["connectivityStatus"].(string)
+		}
+		if got := status("lapsed"); got != "Expired" {
+			t.Errorf("a cluster whose only agent credential expired is %s, want Expired", got)
+		}
+		if got := status("renewed"); got != "Connected" {
+			t.Errorf("a cluster whose agent renewed its credential is %s, want Connected", got)
+		}
+	})
+}

@@ -278,6 +278,12 @@ func (s *Server) SweepOnce(ctx context.Context) (int, bool, error) {
 		if err != nil {
 			return err
 		}
+		// Expired also when the agent's credential ran out (not renewed).
+		n, err = s.st.ExpireByCredential(ctx, now)
+		changed += n
+		if err != nil {
+			return err
+		}
 		failed, err := s.st.FailUndelivered(ctx, now.Add(-s.cfg.UndeliveredAfter), store.ExtensionStatus{
 			Code: "NotDelivered", Level: "Error", DisplayStatus: store.ProvisioningFailed, Time: now.UTC(),
 			Message: fmt.Sprintf("the desired state could not be delivered to the cluster for %s: its agent did not apply it (is the cluster Connected? `vigil cluster show`); it is applied once the agent is back", s.cfg.UndeliveredAfter),

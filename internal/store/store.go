@@ -254,6 +254,9 @@ type Store interface {
 	// heartbeat (or creation) is before expiredBefore to Expired. It returns
 	// how many changed.
 	SweepConnectivity(ctx context.Context, offlineBefore, expiredBefore time.Time) (int, error)
+	// ExpireByCredential sets Expired every cluster that has agent
+	// credentials and none of them is valid at now (all expired or revoked).
+	ExpireByCredential(ctx context.Context, now time.Time) (int, error)
 	// FailUndelivered sets Failed (with status) every extension whose
 	// desired generation the agent has not applied since before.
 	FailUndelivered(ctx context.Context, before time.Time, status ExtensionStatus) (int, error)

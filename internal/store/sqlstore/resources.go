@@ -243,6 +243,23 @@ func (s *Store) RecordHeartbeat(ctx context.Context, ref store.ClusterRef, hb st
 	return nil
 }
 
+// ExpireByCredential expires clusters whose agents hold no valid
+// credential any more.
+func (s *Store) ExpireByCredential(ctx context.Context, now time.Time) (int, error) {
+	const agentOf = `FROM tokens t WHERE t.kind = $2 AND t.cluster_subscription = clusters.subscription
+		AND t.cluster_resource_group = clusters.resource_group AND t.cluster_name = clusters.name`
+	res, err := s.w.ExecContext(ctx, `UPDATE clusters SET connectivity_status = $1
+		WHERE connectivity_status IN ($3, $4, $5)
+		AND EXISTS (SELECT 1 `+agentOf+`)
+		AND NOT EXISTS (SELECT 1 `+agentOf+` AND (t.revoked_at = 0 OR t.revoked_at > $6) AND (t.expires_at = 0 OR t.expires_at > $6))`,
+		store.Expired, store.TokenAgent, store.Connecting, store.Connected, store.Offline, nanos(now))
+	if err != nil {
+		return 0, fmt.Errorf("expire clusters without a valid agent credential: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
 // FailUndelivered fails extensions whose desired state has waited for
 // the agent since before.
 func (s *Store) FailUndelivered(ctx context.Context, before time.Time, status store.ExtensionStatus) (int, error) {
