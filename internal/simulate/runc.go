@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/vigil-sec/vigil/internal/ocispec"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -252,84 +253,24 @@ func removeCgroups(cgroupPath string) []string {
 	return left
 }
 
-// OCI runtime spec subset (v1.0.2) used by the simulation containers.
-type ociSpec struct {
-	OCIVersion string     `json:"ociVersion"`
-	Process    ociProcess `json:"process"`
-	Root       ociRoot    `json:"root"`
-	Hostname   string     `json:"hostname,omitempty"`
-	Mounts     []ociMount `json:"mounts"`
-	Linux      ociLinux   `json:"linux"`
-}
-
-type ociProcess struct {
-	Terminal     bool            `json:"terminal"`
-	User         ociUser         `json:"user"`
-	Args         []string        `json:"args"`
-	Env          []string        `json:"env,omitempty"`
-	Cwd          string          `json:"cwd"`
-	Capabilities ociCapabilities `json:"capabilities"`
-	Rlimits      []ociRlimit     `json:"rlimits,omitempty"`
-}
-
-type ociUser struct {
-	UID uint32 `json:"uid"`
-	GID uint32 `json:"gid"`
-}
-
-type ociCapabilities struct {
-	Bounding  []string `json:"bounding"`
-	Effective []string `json:"effective"`
-	Permitted []string `json:"permitted"`
-}
-
-type ociRlimit struct {
-	Type string `json:"type"`
-	Hard uint64 `json:"hard"`
-	Soft uint64 `json:"soft"`
-}
-
-type ociRoot struct {
-	Path     string `json:"path"`
-	Readonly bool   `json:"readonly"`
-}
-
-type ociMount struct {
-	Destination string   `json:"destination"`
-	Type        string   `json:"type"`
-	Source      string   `json:"source"`
-	Options     []string `json:"options,omitempty"`
-}
-
-type ociLinux struct {
-	CgroupsPath   string         `json:"cgroupsPath"`
-	Resources     ociResources   `json:"resources"`
-	Namespaces    []ociNamespace `json:"namespaces"`
-	MaskedPaths   []string       `json:"maskedPaths"`
-	ReadonlyPaths []string       `json:"readonlyPaths"`
-}
-
-type ociResources struct {
-	Devices []ociDeviceRule `json:"devices"`
-}
-
-type ociDeviceRule struct {
-	Allow  bool   `json:"allow"`
-	Access string `json:"access"`
-}
-
-type ociNamespace struct {
-	Type string `json:"type"`
-	Path string `json:"path,omitempty"`
-}
+// The OCI spec subset lives in internal/ocispec (shared with the tests' runc containers).
+type (
+	ociSpec         = ocispec.Spec
+	ociProcess      = ocispec.Process
+	ociUser         = ocispec.User
+	ociCapabilities = ocispec.Capabilities
+	ociRlimit       = ocispec.Rlimit
+	ociRoot         = ocispec.Root
+	ociMount        = ocispec.Mount
+	ociLinux        = ocispec.Linux
+	ociResources    = ocispec.Resources
+	ociDeviceRule   = ocispec.DeviceRule
+	ociNamespace    = ocispec.Namespace
+)
 
 // defaultCapabilities are the capabilities container engines grant by
 // default (granted to root only: a non-root user has none).
-var defaultCapabilities = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-	"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-}
+var defaultCapabilities = ocispec.DefaultCapabilities()
 
 func ociConfig(rootfs, cgroupsPath string, s containerSpec) ociSpec {
 	cwd := s.Cwd

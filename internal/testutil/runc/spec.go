@@ -1,93 +1,29 @@
 package runc
 
-import "strings"
+import (
+	"strings"
 
-// This file holds the subset of the OCI runtime spec (v1.0.2, the version
-// runc 1.1 implements) that the test containers use. Field names and JSON
-// tags follow github.com/opencontainers/runtime-spec/specs-go; only what we
-// write is declared, so no extra module is needed.
+	"github.com/vigil-sec/vigil/internal/ocispec"
+)
 
-type ociSpec struct {
-	OCIVersion string     `json:"ociVersion"`
-	Process    ociProcess `json:"process"`
-	Root       ociRoot    `json:"root"`
-	Hostname   string     `json:"hostname,omitempty"`
-	Mounts     []ociMount `json:"mounts"`
-	Linux      ociLinux   `json:"linux"`
-}
-
-type ociProcess struct {
-	Terminal        bool            `json:"terminal"`
-	User            ociUser         `json:"user"`
-	Args            []string        `json:"args"`
-	Env             []string        `json:"env,omitempty"`
-	Cwd             string          `json:"cwd"`
-	Capabilities    ociCapabilities `json:"capabilities"`
-	Rlimits         []ociRlimit     `json:"rlimits,omitempty"`
-	NoNewPrivileges bool            `json:"noNewPrivileges"`
-}
-
-type ociUser struct {
-	UID uint32 `json:"uid"`
-	GID uint32 `json:"gid"`
-}
-
-type ociCapabilities struct {
-	Bounding    []string `json:"bounding"`
-	Effective   []string `json:"effective"`
-	Permitted   []string `json:"permitted"`
-	Inheritable []string `json:"inheritable,omitempty"`
-	Ambient     []string `json:"ambient,omitempty"`
-}
-
-type ociRlimit struct {
-	Type string `json:"type"`
-	Hard uint64 `json:"hard"`
-	Soft uint64 `json:"soft"`
-}
-
-type ociRoot struct {
-	Path     string `json:"path"`
-	Readonly bool   `json:"readonly"`
-}
-
-type ociMount struct {
-	Destination string   `json:"destination"`
-	Type        string   `json:"type"`
-	Source      string   `json:"source"`
-	Options     []string `json:"options,omitempty"`
-}
-
-type ociLinux struct {
-	CgroupsPath   string         `json:"cgroupsPath"`
-	Resources     ociResources   `json:"resources"`
-	Namespaces    []ociNamespace `json:"namespaces"`
-	MaskedPaths   []string       `json:"maskedPaths"`
-	ReadonlyPaths []string       `json:"readonlyPaths"`
-}
-
-type ociResources struct {
-	Devices []ociDeviceRule `json:"devices"`
-}
-
-type ociDeviceRule struct {
-	Allow  bool   `json:"allow"`
-	Access string `json:"access"`
-}
-
-type ociNamespace struct {
-	Type string `json:"type"`
-}
+// The OCI spec subset lives in internal/ocispec (shared with the attack simulation).
+type (
+	ociSpec         = ocispec.Spec
+	ociProcess      = ocispec.Process
+	ociUser         = ocispec.User
+	ociCapabilities = ocispec.Capabilities
+	ociRlimit       = ocispec.Rlimit
+	ociRoot         = ocispec.Root
+	ociMount        = ocispec.Mount
+	ociLinux        = ocispec.Linux
+	ociResources    = ocispec.Resources
+	ociDeviceRule   = ocispec.DeviceRule
+	ociNamespace    = ocispec.Namespace
+)
 
 // defaultCapabilities is the capability set container engines (Docker,
 // containerd) grant by default, so test workloads behave like real ones.
-func defaultCapabilities() []string {
-	return []string{
-		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-		"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-		"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-	}
-}
+func defaultCapabilities() []string { return ocispec.DefaultCapabilities() }
 
 // buildSpec returns the OCI config for a container with the given options.
 func buildSpec(rootfs, cgroupsPath, hostname string, o Options) ociSpec {
