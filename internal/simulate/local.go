@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/vigil-sec/vigil/internal/ocispec"
 	"io"
 	"log/slog"
 	"net"
@@ -364,7 +365,7 @@ func Leftovers(id, tempDir string) []string {
 		out = append(out, m...)
 	}
 	for _, suffix := range []string{"-victim", "-attacker"} {
-		out = append(out, cgroupDirs("/"+id+suffix)...)
+		out = append(out, ocispec.CgroupDirs("/"+id+suffix)...)
 	}
 	if m, _ := filepath.Glob(filepath.Join(tempDir, id+"*")); len(m) > 0 {
 		out = append(out, m...)

@@ -177,11 +177,11 @@ func (c *container) remove() error {
 			errs = append(errs, err)
 		}
 	}
-	if left := removeCgroups("/" + c.id); len(left) > 0 {
+	if left := ocispec.RemoveCgroups("/" + c.id); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("cgroup directories of %s could not be removed: %v", c.id, left))
 	}
 	if c.mounted {
-		if err := unmount(c.rootfs); err != nil {
+		if err := ocispec.Unmount(c.rootfs); err != nil {
 			// Never RemoveAll through a mounted overlay: it would delete
 			// the image.
 			return errors.Join(append(errs, fmt.Errorf("unmount %s: %w; bundle %s left in place", c.rootfs, err, c.bundle))...)
@@ -201,56 +201,6 @@ func (c *container) runc(args ...string) error {
 		return fmt.Errorf("%s %s: %w: %s", c.runcBin, strings.Join(full, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
-}
-
-func unmount(path string) error {
-	var err error
-	for range 50 {
-		err = unix.Unmount(path, 0)
-		if err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		if !errors.Is(err, unix.EBUSY) {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if derr := unix.Unmount(path, unix.MNT_DETACH); derr != nil {
-		return fmt.Errorf("%w; lazy unmount: %w", err, derr)
-	}
-	return nil
-}
-
-// cgroupDirs lists the cgroup directories of cgroupPath in every hierarchy.
-func cgroupDirs(cgroupPath string) []string {
-	var dirs []string
-	candidates := []string{filepath.Join("/sys/fs/cgroup", cgroupPath)}
-	if m, err := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", strings.TrimPrefix(cgroupPath, "/"))); err == nil {
-		candidates = append(candidates, m...)
-	}
-	for _, d := range candidates {
-		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
-			dirs = append(dirs, d)
-		}
-	}
-	return dirs
-}
-
-func removeCgroups(cgroupPath string) []string {
-	var left []string
-	for range 50 {
-		left = left[:0]
-		for _, d := range cgroupDirs(cgroupPath) {
-			if err := syscall.Rmdir(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-				left = append(left, d)
-			}
-		}
-		if len(left) == 0 {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return left
 }
 
 // The OCI spec subset lives in internal/ocispec (shared with the tests' runc containers).

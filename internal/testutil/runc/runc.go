@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/vigil-sec/vigil/internal/ocispec"
 	"io"
 	"os"
 	"os/exec"
@@ -25,7 +26,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -510,11 +510,11 @@ func (c *Container) cleanup() {
 			t.Errorf("delete container: %v", err)
 		}
 	}
-	if left := removeCgroups(c.CgroupPath); len(left) > 0 {
+	if left := ocispec.RemoveCgroups(c.CgroupPath); len(left) > 0 {
 		t.Errorf("container %s left cgroup directories that could not be removed: %v", c.ID, left)
 	}
 	if c.mounted {
-		if err := unmount(c.Rootfs); err != nil {
+		if err := ocispec.Unmount(c.Rootfs); err != nil {
 			// Do not remove the bundle: RemoveAll would descend into the
 			// still-mounted overlay and delete the image through it.
 			t.Errorf("unmount overlay rootfs %s: %v; bundle %s left in place", c.Rootfs, err, c.Bundle)
@@ -526,57 +526,6 @@ func (c *Container) cleanup() {
 	}
 }
 
-func unmount(path string) error {
-	var err error
-	for range 50 {
-		err = unix.Unmount(path, 0)
-		if err == nil || errors.Is(err, unix.EINVAL) { // EINVAL: not mounted
-			return nil
-		}
-		if !errors.Is(err, unix.EBUSY) {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	// Still busy after a second: detach so nothing new can use it.
-	if derr := unix.Unmount(path, unix.MNT_DETACH); derr != nil {
-		return fmt.Errorf("%w; lazy unmount: %w", err, derr)
-	}
-	return nil
-}
-
-// CgroupDirs lists the cgroup directories that exist for cgroupPath: one
-// per v1 hierarchy under /sys/fs/cgroup/<hierarchy>, the cgroup2 unified
-// hierarchy, or /sys/fs/cgroup itself on a pure cgroup v2 host.
-func CgroupDirs(cgroupPath string) []string {
-	var dirs []string
-	candidates := []string{filepath.Join("/sys/fs/cgroup", cgroupPath)}
-	if m, err := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", strings.TrimPrefix(cgroupPath, "/"))); err == nil {
-		candidates = append(candidates, m...)
-	}
-	for _, d := range candidates {
-		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
-			dirs = append(dirs, d)
-		}
-	}
-	return dirs
-}
-
-// removeCgroups removes the cgroup directories of cgroupPath and returns those still present after retrying; a cgroup can stay
-// busy for a moment after its last process exited.
-func removeCgroups(cgroupPath string) []string {
-	var left []string
-	for attempt := 0; attempt < 50; attempt++ {
-		left = left[:0]
-		for _, d := range CgroupDirs(cgroupPath) {
-			if err := syscall.Rmdir(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-				left = append(left, d)
-			}
-		}
-		if len(left) == 0 {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return left
-}
+// CgroupDirs lists the cgroup directories that exist for cgroupPath (see
+// ocispec.CgroupDirs).
+func CgroupDirs(cgroupPath string) []string { return ocispec.CgroupDirs(cgroupPath) }
