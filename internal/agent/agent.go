@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -99,6 +100,7 @@ type Agent struct {
 	clientToken string
 	reported    map[string]report                // extension name → last report sent
 	applied     map[string]int64                 // extension name → generation applied
+	uids        map[string]map[string]string     // extension name → object → UID last applied
 	recreated   map[string]store.ExtensionStatus // extension name → last re-creation (kept for RecreatedShownFor)
 	lastOK      time.Time                        // last successful heartbeat
 	lastErr     string
@@ -190,7 +192,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Image == "" {
 		return nil, errors.New("--sensor-image is required: the vigil image extensions run (e.g. vigil.local/vigil:0.1.0)")
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, reported: map[string]report{}, applied: map[string]int64{}, recreated: map[string]store.ExtensionStatus{}}
+	a := &Agent{cfg: cfg, log: cfg.Logger, reported: map[string]report{}, applied: map[string]int64{}, recreated: map[string]store.ExtensionStatus{},
+		uids: map[string]map[string]string{}}
 	if cfg.CAFile != "" {
 		b, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
@@ -382,6 +385,7 @@ func (a *Agent) confirmRemoved(ctx context.Context, c *hubclient.Client, e hubcl
 	}
 	a.mu.Lock()
 	delete(a.applied, e.Name)
+	delete(a.uids, e.Name)
 	delete(a.reported, e.Name)
 	delete(a.recreated, e.Name)
 	a.mu.Unlock()
@@ -440,13 +444,28 @@ func (a *Agent) reconcileOne(ctx context.Context, c *hubclient.Client, e hubclie
 			}
 		}
 	}
-	if _, err := a.cfg.Kube.Apply(ctx, r.Objects, kube.ApplyOptions{FieldManager: FieldManager}); err != nil {
+	out, err := a.cfg.Kube.Apply(ctx, r.Objects, kube.ApplyOptions{FieldManager: FieldManager})
+	if err != nil {
 		a.m.reconciles.WithLabelValues("failed").Inc()
 		log.Error("cannot apply the extension", "err", err)
 		return a.report(ctx, c, e.Name, gen, store.ProvisioningFailed, "ApplyFailed", err.Error())
 	}
+	// An object deleted by hand between the check above and the apply is
+	// re-created by the apply: its UID changes.
 	a.mu.Lock()
 	a.applied[e.Name] = gen
+	uids := a.uids[e.Name]
+	if uids == nil {
+		uids = map[string]string{}
+		a.uids[e.Name] = uids
+	}
+	for _, o := range out {
+		d := kube.Describe(o)
+		if old, seen := uids[d]; seen && old != string(o.GetUID()) && !slices.Contains(missing, d) {
+			missing = append(missing, d)
+		}
+		uids[d] = string(o.GetUID())
+	}
 	a.mu.Unlock()
 	recreated := ""
 	if len(missing) > 0 {
@@ -589,6 +608,7 @@ func (a *Agent) removeUndesired(ctx context.Context, desired map[string]bool) er
 		}
 		a.mu.Lock()
 		delete(a.applied, name)
+		delete(a.uids, name)
 		delete(a.reported, name)
 		delete(a.recreated, name)
 		a.mu.Unlock()
