@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -23,6 +24,15 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(vigilBin.dir)
 	}
 	os.Exit(code)
+}
+
+// daemonCommand is exec.Command for a long-running vigil child (hub,
+// sensor, up) that dies with the test binary even when the test is killed
+// (a timeout), so nothing is left running.
+func daemonCommand(bin string, args ...string) *exec.Cmd {
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
 }
 
 // buildVigil returns the path of a vigil binary built from this package.

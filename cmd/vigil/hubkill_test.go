@@ -177,7 +177,7 @@ func startHubProcessAt(t *testing.T, bin, listen, dataDir, dsn, owner string) *h
 	if dsn != "" {
 		args = append(args, "--db", dsn)
 	}
-	h := &hubProcess{cmd: exec.Command(bin, args...), stderr: &syncbuf.Buffer{}, exited: make(chan error, 1)}
+	h := &hubProcess{cmd: daemonCommand(bin, args...), stderr: &syncbuf.Buffer{}, exited: make(chan error, 1)}
 	pr, pw := io.Pipe()
 	h.cmd.Stdout = io.Discard
 	h.cmd.Stderr = io.MultiWriter(h.stderr, pw)

@@ -28,7 +28,7 @@ func TestSensorCommandWritesEventsAndStopsCleanly(t *testing.T) {
 	bin := buildVigil(t)
 	eventsPath := filepath.Join(dir, "events.jsonl")
 	alertsPath := filepath.Join(dir, "alerts.jsonl")
-	cmd := exec.Command(bin, "sensor", "--events-out", eventsPath, "--alerts-out", alertsPath,
+	cmd := daemonCommand(bin, "sensor", "--events-out", eventsPath, "--alerts-out", alertsPath,
 		"--metrics-addr", "127.0.0.1:0", "--log-format", "json")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

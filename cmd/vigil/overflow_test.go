@@ -118,7 +118,7 @@ func TestARingOverflowIsCountedAndBecomesAnAlertAtTheHubWhileTheSensorKeepsRunni
 // SIGTERM (or killed) at the end of the test. exited receives its end.
 func startSensorProcess(t *testing.T, bin, metrics string, logs io.Writer, args ...string) (*exec.Cmd, chan error) {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"sensor", "--metrics-addr", metrics}, args...)...)
+	cmd := daemonCommand(bin, append([]string{"sensor", "--metrics-addr", metrics}, args...)...)
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

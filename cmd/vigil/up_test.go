@@ -23,7 +23,7 @@ func TestVigilUpShowsAHostExecAsAnAlertInTheCLI(t *testing.T) {
 	bin := buildVigil(t)
 	env := append(os.Environ(), "VIGIL_CONFIG="+filepath.Join(dir, "cli.json"))
 	var out, errb syncbuf.Buffer
-	up := exec.Command(bin, "up", "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--file-events=false")
+	up := daemonCommand(bin, "up", "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0", "--file-events=false")
 	up.Env, up.Stdout, up.Stderr = env, &out, &errb
 	if err := up.Start(); err != nil {
 		t.Fatal(err)
