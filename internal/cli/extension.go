@@ -293,6 +293,15 @@ func waitExtension(cmd *cobra.Command, rm *remote, t *extTarget, gen int64, time
 	}
 }
 
+// open checks the target's flags (named: --name is required) and
+// connects to the hub.
+func (t *extTarget) open(r *remoteFlags, named bool) (*remote, error) {
+	if err := t.check(named); err != nil {
+		return nil, err
+	}
+	return r.resolve()
+}
+
 func newExtensionShowCmd(r *remoteFlags) *cobra.Command {
 	t := &extTarget{}
 	o := clio.Options{}
@@ -302,10 +311,7 @@ func newExtensionShowCmd(r *remoteFlags) *cobra.Command {
 		Example: "  vigil extension show -c prod -g platform -t connectedClusters -n vigil-sensor --query provisioningState",
 		Args:    usageArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := t.check(true); err != nil {
-				return err
-			}
-			rm, err := r.resolve()
+			rm, err := t.open(r, true)
 			if err != nil {
 				return err
 			}
@@ -331,10 +337,7 @@ func newExtensionListCmd(r *remoteFlags) *cobra.Command {
 		Example: "  vigil extension list -c prod -g platform -t connectedClusters",
 		Args:    usageArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := t.check(false); err != nil {
-				return err
-			}
-			rm, err := r.resolve()
+			rm, err := t.open(r, false)
 			if err != nil {
 				return err
 			}
@@ -365,10 +368,7 @@ func newExtensionDeleteCmd(r *remoteFlags) *cobra.Command {
 		Example: "  vigil extension delete -c prod -g platform -t connectedClusters -n vigil-sensor --yes",
 		Args:    usageArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := t.check(true); err != nil {
-				return err
-			}
-			rm, err := r.resolve()
+			rm, err := t.open(r, true)
 			if err != nil {
 				return err
 			}
