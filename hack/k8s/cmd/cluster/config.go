@@ -49,6 +49,13 @@ func (e *env) apiserverArgs() []string {
 		"--audit-log-path=" + e.path("audit", "audit.log"),
 		"--audit-log-maxsize=50",
 		"--audit-log-maxbackup=2",
+		// ... and the webhook backend (same policy), batched, sent within a
+		// second; undeliverable batches are dropped by the API server, never
+		// blocking requests.
+		"--audit-webhook-config-file=" + e.path("config", "audit-webhook.kubeconfig"),
+		"--audit-webhook-mode=batch",
+		"--audit-webhook-batch-max-wait=1s",
+		"--audit-webhook-initial-backoff=1s",
 		"--v=1",
 	}
 }

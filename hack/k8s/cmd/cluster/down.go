@@ -365,8 +365,8 @@ func (e *env) unmountMatching(match func(string) bool) {
 	}
 }
 
-// sweepChains removes every KUBE-* and CNI-* chain, and the rules jumping to
-// them, from all tables.
+// sweepChains removes every KUBE-*, CNI-* and VIGIL-* chain, and the rules
+// jumping to them, from all tables.
 func sweepChains(ipt string) error {
 	if _, err := exec.LookPath(ipt); err != nil {
 		return nil
@@ -375,7 +375,9 @@ func sweepChains(ipt string) error {
 	if err != nil {
 		return fmt.Errorf("%s-save: %w", ipt, err)
 	}
-	ours := func(chain string) bool { return strings.HasPrefix(chain, "KUBE-") || strings.HasPrefix(chain, "CNI-") }
+	ours := func(chain string) bool {
+		return strings.HasPrefix(chain, "KUBE-") || strings.HasPrefix(chain, "CNI-") || strings.HasPrefix(chain, "VIGIL-")
+	}
 	table := ""
 	chains := map[string][]string{}
 	var jumps [][]string // table + rule spec of rules in other chains jumping to ours
@@ -493,7 +495,7 @@ func (e *env) leftovers() error {
 	for _, ipt := range []string{"iptables", "ip6tables"} {
 		if out, err := exec.Command(ipt + "-save").Output(); err == nil {
 			for _, line := range strings.Split(string(out), "\n") {
-				if strings.HasPrefix(line, ":KUBE-") || strings.HasPrefix(line, ":CNI-") {
+				if strings.HasPrefix(line, ":KUBE-") || strings.HasPrefix(line, ":CNI-") || strings.HasPrefix(line, ":VIGIL-") {
 					left = append(left, ipt+" chain "+strings.Fields(line[1:])[0])
 				}
 			}

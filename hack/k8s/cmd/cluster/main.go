@@ -45,10 +45,16 @@ const (
 
 	serviceCIDR   = "10.96.0.0/16"
 	kubeServiceIP = "10.96.0.1"
-	clusterCIDR   = "10.244.0.0/16"
-	podCIDR       = "10.244.0.0/24"
-	bridgeName    = "vigil0"
-	cniNetwork    = "vigil"
+	// auditWebhookIP is the ClusterIP the API server's audit webhook
+	// backend sends to (a vigil.audit extension with source=webhook and
+	// webhookClusterIP=auditWebhookIP), auditWebhookClient the common name
+	// of the client certificate it authenticates with.
+	auditWebhookIP     = "10.96.0.46"
+	auditWebhookClient = "kube-apiserver-audit-webhook"
+	clusterCIDR        = "10.244.0.0/16"
+	podCIDR            = "10.244.0.0/24"
+	bridgeName         = "vigil0"
+	cniNetwork         = "vigil"
 
 	pauseRef   = "vigil.local/pause:3.10"
 	busyboxRef = "vigil.local/busybox:1"

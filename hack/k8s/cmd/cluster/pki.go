@@ -62,6 +62,13 @@ func (e *env) writePKI() error {
 		{name: "kube-scheduler", cn: "system:kube-scheduler", client: true},
 		{name: "kubelet", cn: "system:node:" + e.nodeName, orgs: []string{"system:nodes"}, client: true},
 		{name: "kube-proxy", cn: "system:kube-proxy", client: true},
+		// The audit webhook backend: vigil audit's serving certificate (for
+		// the Service the vigil.audit extension creates at auditWebhookIP)
+		// and the client certificate the API server presents to it.
+		{name: "audit-webhook", cn: "vigil-audit-webhook", server: true,
+			dnsNames: []string{"vigil-audit-webhook.vigil-system.svc", "vigil-audit-webhook.vigil-system.svc.cluster.local"},
+			ips:      []string{auditWebhookIP}},
+		{name: "audit-webhook-client", cn: auditWebhookClient, client: true},
 	}
 	certs := map[string]*cert{}
 	for _, s := range specs {
@@ -118,7 +125,10 @@ func (e *env) writePKI() error {
 			return err
 		}
 	}
-	return nil
+	// --audit-webhook-config-file: where the API server sends its audit
+	// events (batched) besides the log; nothing listens there until a
+	// vigil.audit extension with source=webhook runs.
+	return writeKubeconfig(e.path("config", "audit-webhook.kubeconfig"), "https://"+auditWebhookIP+":443", ca, certs["audit-webhook-client"], "kube-apiserver")
 }
 
 func newCA(cn string) (*cert, error) {

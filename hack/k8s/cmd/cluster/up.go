@@ -62,6 +62,9 @@ func (e *env) up(ctx context.Context) error {
 		return err
 	}
 
+	if err := guardServiceCIDR(); err != nil {
+		return err
+	}
 	if err := e.startAndWait(ctx, "etcd", e.etcdArgs(), 60*time.Second, e.etcdHealthy); err != nil {
 		return err
 	}
@@ -314,4 +317,33 @@ func (e *env) status(ctx context.Context, w io.Writer) (bool, error) {
 	}
 	fmt.Fprintf(w, "cluster not healthy: %s (run hack/cluster up)\n", strings.Join(problems, "; "))
 	return false, nil
+}
+
+// guardServiceChain holds the rule that keeps ClusterIP traffic on the host.
+const guardServiceChain = "VIGIL-SVC-GUARD"
+
+// guardServiceCIDR rejects traffic to a service address kube-proxy has not
+// translated (no such Service, or kube-proxy not running yet): without it,
+// such packets leave by the default route to whatever the network has at
+// that address. The API server's audit webhook backend, for one, sends to
+// auditWebhookIP whether or not a vigil.audit extension serves it. The rule
+// sits in the filter table's OUTPUT and FORWARD chains, which see packets
+// after kube-proxy's DNAT, so translated service traffic passes.
+func guardServiceCIDR() error {
+	_, _ = run("iptables", "-N", guardServiceChain) // exists already: fine
+	if _, err := run("iptables", "-F", guardServiceChain); err != nil {
+		return err
+	}
+	if _, err := run("iptables", "-A", guardServiceChain, "-d", serviceCIDR, "-j", "REJECT", "--reject-with", "icmp-net-unreachable"); err != nil {
+		return err
+	}
+	for _, chain := range []string{"OUTPUT", "FORWARD"} {
+		if _, err := run("iptables", "-C", chain, "-j", guardServiceChain); err == nil {
+			continue
+		}
+		if _, err := run("iptables", "-I", chain, "1", "-j", guardServiceChain); err != nil {
+			return err
+		}
+	}
+	return nil
 }
