@@ -10,6 +10,7 @@ package deploy
 import (
 	"bytes"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -144,6 +145,12 @@ func funcMap(root *template.Template) template.FuncMap {
 		"quote": func(v any) string {
 			b, _ := yamlQuote(fmt.Sprint(v))
 			return b
+		},
+		"required": func(msg string, v any) (any, error) {
+			if v == nil || v == "" {
+				return nil, errors.New(msg)
+			}
+			return v, nil
 		},
 		"default": func(def, v any) any {
 			if v == nil || v == "" || v == false || v == 0 {

@@ -103,7 +103,7 @@ type extensionSpecFlags struct {
 
 func (s *extensionSpecFlags) register(fs *pflag.FlagSet, create bool) {
 	if create {
-		fs.StringVar(&s.extType, "extension-type", "", "extension type from the catalog: "+extcatalog.SensorType+" (required)")
+		fs.StringVar(&s.extType, "extension-type", "", "extension type from the catalog: "+extcatalog.SensorType+" or "+extcatalog.AuditType+" (required)")
 	}
 	fs.StringSliceVar(&s.settings, "configuration-settings", nil, "configuration settings key=value (repeat or comma-separate); see `vigil extension types`")
 	fs.StringSliceVar(&s.protected, "configuration-protected-settings", nil, "protected (write-only, sealed at the hub) settings key=value")
@@ -145,7 +145,7 @@ to the cluster) and passes it as the protected setting hubToken, unless you give
 				return err
 			}
 			if s.extType == "" {
-				return flagUsage("--extension-type is required: %s", extcatalog.SensorType)
+				return flagUsage("--extension-type is required: %s or %s", extcatalog.SensorType, extcatalog.AuditType)
 			}
 			return putExtension(cmd, r, t, s, o, true)
 		},
@@ -226,6 +226,11 @@ func putExtension(cmd *cobra.Command, r *remoteFlags, t *extTarget, s *extension
 	in.Properties.Version = ver
 	if err := extcatalog.ValidateSettings(in.Properties.ExtensionType, in.Properties.ConfigurationSettings); err != nil {
 		return clio.Exit(clio.ExitUsage, err)
+	}
+	if create {
+		if err := extcatalog.ValidateProtected(in.Properties.ExtensionType, in.Properties.ConfigurationSettings, protected); err != nil {
+			return clio.Exit(clio.ExitUsage, err)
+		}
 	}
 	if len(protected) > 0 {
 		in.Properties.ConfigurationProtectedSettings = protected

@@ -7,8 +7,16 @@
 package extcatalog
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -99,10 +107,26 @@ var sensorSettings = []Setting{
 }
 
 var auditSettings = []Setting{
-	{"auditLogPath", "the API server's --audit-log-path on its nodes (default /var/log/kubernetes/audit/audit.log)"},
+	{"source", "log (default): follow the API server's audit log on the nodes that write it; webhook: serve the API server's audit webhook backend behind the Service vigil-audit-webhook"},
+	{"auditLogPath", "source=log: the API server's --audit-log-path on its nodes (default /var/log/kubernetes/audit/audit.log)"},
 	{"logLevel", "debug, info, warn or error"},
-	{"nodeSelector", "label=value of the nodes whose API server writes the log (default node-role.kubernetes.io/control-plane=)"},
+	{"nodeSelector", "label=value of the nodes to run on: those whose API server writes the log, or for the webhook any (default node-role.kubernetes.io/control-plane=)"},
+	{"webhookClusterIP", "source=webhook: pin the Service's ClusterIP, for API servers that cannot resolve cluster DNS names (the address in their --audit-webhook-config-file)"},
+	{"webhookClientCA", "source=webhook: the CA certificate (PEM, or base64 of it) that signs the client certificate of the API server's webhook kubeconfig"},
+	{"webhookClientNames", "source=webhook: comma-separated common or DNS names of that client certificate to accept (default: any the CA signed)"},
 }
+
+// Protected settings of vigil.audit with source=webhook.
+const (
+	// ProtectedWebhookTLSCert and ProtectedWebhookTLSKey are the webhook's
+	// serving certificate and key (PEM, or base64 of it); the names must
+	// match the URL in the API server's --audit-webhook-config-file.
+	ProtectedWebhookTLSCert = "webhookTLSCert"
+	ProtectedWebhookTLSKey  = "webhookTLSKey"
+	// ProtectedWebhookToken is the bearer token the API server's webhook
+	// kubeconfig sends (instead of, or besides, a client certificate).
+	ProtectedWebhookToken = "webhookToken"
+)
 
 // AuditType is the extension that judges the API server's audit log.
 const AuditType = "vigil.audit"
@@ -116,7 +140,10 @@ func Catalog() []Type {
 	token := []Setting{{ProtectedHubToken, "the ingest token (kind sensor, bound to the cluster); `vigil extension create` or the hub issues one"}}
 	return []Type{
 		{Name: SensorType, Versions: []string{"0.1.0"}, Settings: sensorSettings, Protected: token},
-		{Name: AuditType, Versions: []string{"0.1.0"}, Settings: auditSettings, Protected: token},
+		{Name: AuditType, Versions: []string{"0.1.0"}, Settings: auditSettings, Protected: append(slices.Clone(token),
+			Setting{ProtectedWebhookTLSCert, "source=webhook: the serving certificate (PEM, or base64 of it); its names must match the URL of the API server's --audit-webhook-config-file"},
+			Setting{ProtectedWebhookTLSKey, "source=webhook: the serving certificate's private key (PEM, or base64 of it)"},
+			Setting{ProtectedWebhookToken, "source=webhook: the bearer token the API server's webhook kubeconfig sends (needed unless webhookClientCA is set)"})},
 	}
 }
 
@@ -162,13 +189,22 @@ func ValidateSettings(typ string, settings map[string]string) error {
 	return err
 }
 
-// auditValues turns vigil.audit settings into chart values.
+// auditValues turns vigil.audit settings into chart values (without the
+// protected ones: see auditWebhookSecrets).
 func auditValues(settings map[string]string) (map[string]any, error) {
-	path, level := DefaultAuditLogPath, "info"
+	path, level, source := DefaultAuditLogPath, "info", "log"
 	sel := map[string]any{"node-role.kubernetes.io/control-plane": ""}
-	for k, v := range settings {
-		v = strings.TrimSpace(v)
+	webhook := map[string]any{}
+	var webhookOnly []string
+	keys := slices.Sorted(maps.Keys(settings))
+	for _, k := range keys {
+		v := strings.TrimSpace(settings[k])
 		switch k {
+		case "source":
+			if !oneOf(v, "log", "webhook") {
+				return nil, fmt.Errorf("configuration setting source=%q is invalid: use log (follow the API server's audit log) or webhook (serve its audit webhook backend)", v)
+			}
+			source = v
 		case "auditLogPath":
 			path = v
 		case "logLevel":
@@ -182,6 +218,35 @@ func auditValues(settings map[string]string) (map[string]any, error) {
 				return nil, fmt.Errorf("configuration setting nodeSelector=%q is invalid: use label=value, e.g. node-role.kubernetes.io/control-plane=", v)
 			}
 			sel = map[string]any{l: val}
+		case "webhookClusterIP":
+			if net.ParseIP(v) == nil {
+				return nil, fmt.Errorf("configuration setting webhookClusterIP=%q is invalid: give an IP address inside the cluster's service range, the one the API server's --audit-webhook-config-file names", v)
+			}
+			webhook["clusterIP"] = v
+			webhookOnly = append(webhookOnly, k)
+		case "webhookClientCA":
+			ca, err := pemSetting(k, v)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := parseCerts(ca); err != nil {
+				return nil, fmt.Errorf("configuration setting webhookClientCA is invalid: %v; give the PEM of the CA that signs the API server's webhook client certificate", err)
+			}
+			webhook["clientCA"] = ca
+			webhookOnly = append(webhookOnly, k)
+		case "webhookClientNames":
+			var names []any
+			for n := range strings.SplitSeq(v, ",") {
+				if n = strings.TrimSpace(n); n == "" {
+					continue
+				}
+				if !ruleIDRE.MatchString(n) {
+					return nil, fmt.Errorf("configuration setting webhookClientNames has the invalid name %q: use the client certificate's common name or DNS names, comma-separated", n)
+				}
+				names = append(names, n)
+			}
+			webhook["clientNames"] = names
+			webhookOnly = append(webhookOnly, k)
 		default:
 			var names []string
 			for _, s := range auditSettings {
@@ -190,7 +255,107 @@ func auditValues(settings map[string]string) (map[string]any, error) {
 			return nil, fmt.Errorf("configuration setting %q is not known to %s: use %s", k, AuditType, strings.Join(names, ", "))
 		}
 	}
-	return auditLogValues(path, level, sel)
+	if source != "webhook" {
+		if len(webhookOnly) > 0 {
+			return nil, fmt.Errorf("configuration settings %s apply to source=webhook only: add source=webhook or remove them", strings.Join(webhookOnly, ", "))
+		}
+		return auditLogValues(path, level, sel)
+	}
+	if _, ok := settings["auditLogPath"]; ok {
+		return nil, errors.New("configuration setting auditLogPath applies to source=log only: the webhook receives the events from the API server instead")
+	}
+	if names, ok := webhook["clientNames"]; ok && len(names.([]any)) > 0 && webhook["clientCA"] == nil {
+		return nil, errors.New("configuration setting webhookClientNames needs webhookClientCA (the CA that signs the API server's client certificate)")
+	}
+	return map[string]any{"enabled": true, "source": "webhook", "logLevel": level, "nodeSelector": sel, "webhook": webhook}, nil
+}
+
+// auditWebhookSecrets adds the protected settings of source=webhook to the
+// chart values: the serving certificate and key (required) and the bearer
+// token (required unless a client CA authenticates the API server).
+func auditWebhookSecrets(audit map[string]any, protected map[string]string) error {
+	webhook, _ := audit["webhook"].(map[string]any)
+	if audit["source"] != "webhook" {
+		for _, k := range []string{ProtectedWebhookTLSCert, ProtectedWebhookTLSKey, ProtectedWebhookToken} {
+			if protected[k] != "" {
+				return fmt.Errorf("protected setting %s applies to source=webhook only: add --configuration-settings source=webhook or leave it out", k)
+			}
+		}
+		return nil
+	}
+	certPEM, err := pemSetting(ProtectedWebhookTLSCert, protected[ProtectedWebhookTLSCert])
+	if err != nil {
+		return err
+	}
+	keyPEM, err := pemSetting(ProtectedWebhookTLSKey, protected[ProtectedWebhookTLSKey])
+	if err != nil {
+		return err
+	}
+	if certPEM == "" || keyPEM == "" {
+		return fmt.Errorf("source=webhook needs the protected settings %s and %s: the serving certificate and key (PEM) whose names match the URL in the API server's --audit-webhook-config-file, e.g. vigil-audit-webhook.vigil-system.svc", ProtectedWebhookTLSCert, ProtectedWebhookTLSKey)
+	}
+	if _, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM)); err != nil {
+		return fmt.Errorf("protected settings %s and %s are not a usable certificate and key: %v", ProtectedWebhookTLSCert, ProtectedWebhookTLSKey, err)
+	}
+	token := strings.TrimSpace(protected[ProtectedWebhookToken])
+	if token == "" && webhook["clientCA"] == nil {
+		return fmt.Errorf("source=webhook needs a way to authenticate the API server: set webhookClientCA (the CA of its webhook kubeconfig's client certificate) or the protected setting %s (its bearer token)", ProtectedWebhookToken)
+	}
+	webhook["tlsCert"], webhook["tlsKey"], webhook["token"] = certPEM, keyPEM, token
+	return nil
+}
+
+// pemSetting accepts PEM text or base64 of it (easier to pass on a command
+// line); "" stays "".
+func pemSetting(name, v string) (string, error) {
+	v = strings.TrimSpace(v)
+	if v == "" || strings.HasPrefix(v, "-----BEGIN ") {
+		return v, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(v)
+	if err != nil || !strings.HasPrefix(strings.TrimSpace(string(b)), "-----BEGIN ") {
+		return "", fmt.Errorf("setting %s is neither PEM (-----BEGIN ...) nor base64 of PEM: pass the file's content, e.g. %s=\"$(cat FILE)\" or %s=$(base64 -w0 FILE)", name, name, name)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// parseCerts parses every certificate of a PEM bundle (at least one).
+func parseCerts(pemText string) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	rest := []byte(pemText)
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parse certificate: %w", err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no PEM certificate in it")
+	}
+	return out, nil
+}
+
+// ValidateProtected checks the protected settings an extension is created
+// with, as far as they can be checked without the hub (the ingest token
+// is the hub's to check).
+func ValidateProtected(typ string, settings, protected map[string]string) error {
+	if typ != AuditType {
+		return nil
+	}
+	audit, err := auditValues(settings)
+	if err != nil {
+		return err
+	}
+	return auditWebhookSecrets(audit, protected)
 }
 
 // auditLogValues is the chart's audit block for a log path.
@@ -404,6 +569,9 @@ func Render(e Extension, t Target) (Rendered, error) {
 	var audit map[string]any
 	if e.Type == AuditType {
 		if audit, err = auditValues(e.Settings); err != nil {
+			return Rendered{}, err
+		}
+		if err := auditWebhookSecrets(audit, e.Protected); err != nil {
 			return Rendered{}, err
 		}
 		daemonSet = "vigil-audit"

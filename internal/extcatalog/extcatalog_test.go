@@ -1,8 +1,20 @@
 package extcatalog
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"maps"
+	"math/big"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
@@ -260,5 +272,116 @@ func TestTheAuditExtensionFollowsTheAPIServersLogOnTheControlPlaneNodes(t *testi
 	}
 	if err := ValidateSettings(SensorType, map[string]string{"auditLogPath": "relative/audit.log"}); err == nil || !strings.Contains(err.Error(), "absolute path") {
 		t.Errorf("a relative auditLogPath on the sensor: %v", err)
+	}
+}
+
+// selfSigned returns a PEM certificate and key for the webhook's names.
+func selfSigned(t *testing.T) (certPEM, keyPEM string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "vigil-audit-webhook"},
+		DNSNames: []string{"vigil-audit-webhook.vigil-system.svc"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}))
+}
+
+func TestTheAuditWebhookRendersAServiceAtThePinnedAddressAndAuthenticatesTheAPIServer(t *testing.T) {
+	cert, key := selfSigned(t)
+	settings := map[string]string{"source": "webhook", "webhookClusterIP": "10.96.0.46", "webhookClientCA": base64.StdEncoding.EncodeToString([]byte(cert)),
+		"webhookClientNames": "kube-apiserver-audit-webhook, apiserver-2", "nodeSelector": "kubernetes.io/os=linux"}
+	protected := map[string]string{ProtectedHubToken: "vgl_a", ProtectedWebhookTLSCert: cert, ProtectedWebhookTLSKey: base64.StdEncoding.EncodeToString([]byte(key)), ProtectedWebhookToken: "whk"}
+	if err := ValidateProtected(AuditType, settings, protected); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Render(Extension{Name: "vigil-audit", Type: AuditType, Settings: settings, Protected: protected}, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, logDir, sel := auditDaemonSet(t, r)
+	for _, want := range []string{"--webhook-listen=:8443", "--tls-cert=/var/run/vigil/audit/tls.crt", "--tls-key=/var/run/vigil/audit/tls.key",
+		"--webhook-token-file=/var/run/vigil/audit/webhookToken", "--webhook-client-ca=/etc/vigil/webhook-client-ca.crt",
+		"--webhook-client-name=kube-apiserver-audit-webhook", "--webhook-client-name=apiserver-2", "--hub-url=https://10.0.0.5:8443"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("webhook args %q lack %q", args, want)
+		}
+	}
+	if strings.Contains(args, "--log=") || logDir != "" {
+		t.Errorf("the webhook also follows a log: args %q, log directory %q mounted", args, logDir)
+	}
+	if sel["kubernetes.io/os"] != "linux" {
+		t.Errorf("nodeSelector %v", sel)
+	}
+	svc := find(r.Objects, "Service", "vigil-audit-webhook")
+	if svc == nil {
+		t.Fatal("no Service vigil-audit-webhook")
+	}
+	ip, _, _ := unstructured.NestedString(svc.Object, "spec", "clusterIP")
+	ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
+	if ip != "10.96.0.46" || len(ports) != 1 || fmt.Sprint(ports[0].(map[string]any)["port"]) != "443" || ports[0].(map[string]any)["targetPort"] != "webhook" {
+		t.Errorf("Service clusterIP %q ports %v, want 10.96.0.46 and 443 → webhook", ip, ports)
+	}
+	sec := find(r.Objects, "Secret", "vigil-audit")
+	data, _, _ := unstructured.NestedStringMap(sec.Object, "stringData")
+	if data["tls.crt"] != strings.TrimSpace(cert) || data["tls.key"] != strings.TrimSpace(key) || data["webhookToken"] != "whk" || data["token"] != "vgl_a" {
+		t.Errorf("Secret vigil-audit holds %v", slices.Sorted(maps.Keys(data)))
+	}
+	cm := find(r.Objects, "ConfigMap", "vigil-audit")
+	if ca, _, _ := unstructured.NestedString(cm.Object, "data", "webhook-client-ca.crt"); ca != strings.TrimSpace(cert) {
+		t.Errorf("ConfigMap webhook-client-ca.crt %q", ca)
+	}
+}
+
+func TestABadAuditWebhookConfigurationIsRefusedWithTheFix(t *testing.T) {
+	cert, key := selfSigned(t)
+	other, _ := selfSigned(t)
+	wh := func(kv ...string) map[string]string {
+		m := map[string]string{"source": "webhook"}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	good := map[string]string{ProtectedWebhookTLSCert: cert, ProtectedWebhookTLSKey: key, ProtectedWebhookToken: "t"}
+	for _, c := range []struct {
+		name                string
+		settings, protected map[string]string
+		want                string
+	}{
+		{"an unknown source", map[string]string{"source": "syslog"}, nil, "use log"},
+		{"webhook settings without source=webhook", map[string]string{"webhookClusterIP": "10.96.0.46"}, nil, "add source=webhook"},
+		{"a log path for the webhook", wh("auditLogPath", "/var/log/a.log"), good, "source=log only"},
+		{"a ClusterIP that is no address", wh("webhookClusterIP", "vigil.svc"), good, "IP address"},
+		{"a client CA that is no certificate", wh("webhookClientCA", "hello"), good, "neither PEM"},
+		{"client names without a client CA", wh("webhookClientNames", "apiserver"), good, "needs webhookClientCA"},
+		{"no serving certificate", wh(), map[string]string{ProtectedWebhookToken: "t"}, "needs the protected settings webhookTLSCert and webhookTLSKey"},
+		{"a key that does not match the certificate", wh(), map[string]string{ProtectedWebhookTLSCert: other, ProtectedWebhookTLSKey: key, ProtectedWebhookToken: "t"}, "not a usable certificate and key"},
+		{"no way to authenticate the API server", wh(), map[string]string{ProtectedWebhookTLSCert: cert, ProtectedWebhookTLSKey: key}, "authenticate the API server"},
+		{"webhook secrets for the log source", nil, good, "source=webhook only"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := ValidateProtected(AuditType, c.settings, c.protected)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one saying %q", err, c.want)
+			}
+			p := maps.Clone(c.protected)
+			if p == nil {
+				p = map[string]string{}
+			}
+			p[ProtectedHubToken] = "vgl_a"
+			if _, err := Render(Extension{Name: "a", Type: AuditType, Settings: c.settings, Protected: p}, target); err == nil {
+				t.Fatal("rendered anyway")
+			}
+		})
 	}
 }
