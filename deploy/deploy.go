@@ -47,14 +47,19 @@ func DefaultValues() (map[string]any, error) {
 	return v, nil
 }
 
-// Merge returns base with over deep-merged into it (maps merge, anything
-// else replaces). Neither argument is changed.
+// Merge returns base with over deep-merged into it (maps merge, nil
+// deletes the key as in Helm, anything else replaces). Neither argument is
+// changed.
 func Merge(base, over map[string]any) map[string]any {
 	out := maps.Clone(base)
 	if out == nil {
 		out = map[string]any{}
 	}
 	for k, v := range over {
+		if v == nil {
+			delete(out, k)
+			continue
+		}
 		if bm, ok := out[k].(map[string]any); ok {
 			if om, ok := v.(map[string]any); ok {
 				out[k] = Merge(bm, om)

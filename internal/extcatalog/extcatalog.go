@@ -217,7 +217,7 @@ func auditValues(settings map[string]string) (map[string]any, error) {
 			if !ok || l == "" {
 				return nil, fmt.Errorf("configuration setting nodeSelector=%q is invalid: use label=value, e.g. node-role.kubernetes.io/control-plane=", v)
 			}
-			sel = map[string]any{l: val}
+			sel = replaceDefaultSelector(l, val)
 		case "webhookClusterIP":
 			if net.ParseIP(v) == nil {
 				return nil, fmt.Errorf("configuration setting webhookClusterIP=%q is invalid: give an IP address inside the cluster's service range, the one the API server's --audit-webhook-config-file names", v)
@@ -356,6 +356,15 @@ func ValidateProtected(typ string, settings, protected map[string]string) error 
 		return err
 	}
 	return auditWebhookSecrets(audit, protected)
+}
+
+// replaceDefaultSelector is a nodeSelector of label=value that replaces the
+// chart's default (control-plane nodes) instead of adding to it: values
+// merge like Helm's, where nil removes a default key.
+func replaceDefaultSelector(label, value string) map[string]any {
+	sel := map[string]any{"node-role.kubernetes.io/control-plane": nil}
+	sel[label] = value
+	return sel
 }
 
 // auditLogValues is the chart's audit block for a log path.

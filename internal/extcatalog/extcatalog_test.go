@@ -319,8 +319,8 @@ func TestTheAuditWebhookRendersAServiceAtThePinnedAddressAndAuthenticatesTheAPIS
 	if strings.Contains(args, "--log=") || logDir != "" {
 		t.Errorf("the webhook also follows a log: args %q, log directory %q mounted", args, logDir)
 	}
-	if sel["kubernetes.io/os"] != "linux" {
-		t.Errorf("nodeSelector %v", sel)
+	if _, def := sel["node-role.kubernetes.io/control-plane"]; sel["kubernetes.io/os"] != "linux" || def {
+		t.Errorf("nodeSelector %v, want only kubernetes.io/os=linux (the setting replaces the default)", sel)
 	}
 	svc := find(r.Objects, "Service", "vigil-audit-webhook")
 	if svc == nil {
