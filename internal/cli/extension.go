@@ -105,8 +105,8 @@ func (s *extensionSpecFlags) register(fs *pflag.FlagSet, create bool) {
 	if create {
 		fs.StringVar(&s.extType, "extension-type", "", "extension type from the catalog: "+extcatalog.SensorType+" or "+extcatalog.AuditType+" (required)")
 	}
-	fs.StringSliceVar(&s.settings, "configuration-settings", nil, "configuration settings key=value (repeat or comma-separate); see `vigil extension types`")
-	fs.StringSliceVar(&s.protected, "configuration-protected-settings", nil, "protected (write-only, sealed at the hub) settings key=value")
+	fs.StringArrayVar(&s.settings, "configuration-settings", nil, "a configuration setting key=value (repeat the flag for each; values may hold commas, newlines and =); see `vigil extension types`")
+	fs.StringArrayVar(&s.protected, "configuration-protected-settings", nil, "a protected (write-only, sealed at the hub) setting key=value (repeat the flag for each)")
 	fs.StringVar(&s.version, "version", "", "catalog version (default: the newest)")
 	fs.StringVar(&s.autoUpgrade, "auto-upgrade-minor-version", "", "true or false: accepted for az compatibility; this hub pins the version given (or the newest at creation)")
 	fs.BoolVar(&s.noWait, "no-wait", false, "return once the hub accepted the request instead of waiting for Succeeded or Failed")
@@ -138,7 +138,7 @@ func newExtensionCreateCmd(r *remoteFlags) *cobra.Command {
 		Long: `Create an extension. For vigil.sensor the CLI issues the sensor's ingest token (kind sensor, bound
 to the cluster) and passes it as the protected setting hubToken, unless you give one.`,
 		Example: `  vigil extension create --cluster-name prod --resource-group platform --cluster-type connectedClusters \
-    --name vigil-sensor --extension-type vigil.sensor --configuration-settings logLevel=info rules.disable=vigil.node/PackageManagerInContainer`,
+    --name vigil-sensor --extension-type vigil.sensor --configuration-settings logLevel=info --configuration-settings rules.disable=vigil.node/PackageManagerInContainer`,
 		Args: usageArgs(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := t.check(true); err != nil {
