@@ -53,8 +53,9 @@ type PipelineConfig struct {
 // Pipeline judges audit events: it names the pod a request came from,
 // tracks roles that grant everything (fact rbac.wildcardRole), evaluates
 // the rules and aggregates alerts: repeats of a rule for the same user
-// from the same pod (or address) within the window fold into one alert
-// whose count grows (same ID).
+// from the same pod (or address) about the same namespace (and, for
+// changes, the same object) within the window fold into one alert whose
+// count grows (same ID).
 type Pipeline struct {
 	cfg   PipelineConfig
 	log   *slog.Logger
@@ -263,7 +264,7 @@ func (p *Pipeline) match(r *detect.Rule, ev *event.Event) {
 	al := alert.FromMatch(r.ID, r.Name, r.Description, r.Severity, r.Maturity, r.Tactics, r.Techniques, r.Remediation, ev)
 	SetAlertEntities(al, ev)
 	ws := al.StartTime.Truncate(p.cfg.Window)
-	al.ID = alert.ID(al.AlertType, al.Entities.Node, origin(ev), "k8s-user:"+ev.Audit.User, ws)
+	al.ID = alert.ID(al.AlertType, al.Entities.Node, origin(ev), foldKey(ev), ws)
 	if e, ok := p.agg[al.ID]; ok {
 		e.al.Count++
 		if al.EndTime.After(e.al.EndTime) {
@@ -282,6 +283,22 @@ func (p *Pipeline) match(r *detect.Rule, ev *event.Event) {
 
 // origin is where a request came from, for aggregation: the pod, else the
 // first source address.
+// foldKey is what repeats share besides rule, node, origin and window: the
+// user and the namespace the request was about, and for a change also the
+// object — so the same service account listing secrets again folds into one
+// alert, while a second privileged pod or a second cluster-admin binding,
+// or the same request against another namespace, is an alert of its own
+// (the hub would otherwise fold it into the first, with the first's details).
+func foldKey(ev *event.Event) string {
+	a := ev.Audit
+	k := "k8s-user:" + a.User + "\x00ns:" + a.Namespace
+	switch a.Verb {
+	case "create", "update", "patch", "delete", "deletecollection":
+		k += "\x00obj:" + a.APIGroup + "/" + a.Resource + "/" + a.Name
+	}
+	return k
+}
+
 func origin(ev *event.Event) string {
 	if c := ev.Container; c != nil && c.Pod != "" {
 		return c.Namespace + "/" + c.Pod

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -187,5 +188,26 @@ func TestQueuedWebhookEventsAreJudgedBeforeThePipelineStops(t *testing.T) {
 	als := sink.byType("vigil.cluster/K8sSelfSubjectReview")
 	if len(als) != 2 || als[1].Count != 3 {
 		t.Fatalf("writes %+v, want the alert and its final count 3", als)
+	}
+}
+
+func TestASecondPrivilegedPodByTheSameUserIsAnAlertOfItsOwn(t *testing.T) {
+	p, sink := newTestPipeline(t, nil)
+	p.HandleLine([]byte(privPodLine))
+	p.HandleLine([]byte(privPodLine)) // the same request again folds
+	otherName := strings.ReplaceAll(privPodLine, `"name":"evil"`, `"name":"evil-2"`)
+	otherNS := strings.ReplaceAll(strings.ReplaceAll(privPodLine, `"namespace":"default"`, `"namespace":"shop"`), "/namespaces/default/", "/namespaces/shop/")
+	p.HandleLine([]byte(otherName))
+	p.HandleLine([]byte(otherNS))
+	p.Flush(true)
+	ids := map[string]int{}
+	for _, a := range sink.byType("vigil.cluster/K8sPrivilegedPodCreated") {
+		ids[a.ID] = a.Count
+	}
+	if len(ids) != 3 {
+		t.Fatalf("%d alerts (%v), want one per pod: evil (twice), evil-2, and evil in another namespace", len(ids), ids)
+	}
+	if !slices.Contains(slices.Collect(maps.Values(ids)), 2) {
+		t.Errorf("the repeated request did not fold: counts %v", ids)
 	}
 }
