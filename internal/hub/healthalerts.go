@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vigil-sec/vigil/internal/alert"
@@ -18,6 +19,9 @@ import (
 const (
 	AlertEventsDropped = "vigil.sensor/EventsDropped"
 	AlertAlertsDropped = "vigil.sensor/AlertsDropped"
+	// The same losses of an audit collector (vigil audit).
+	AlertAuditEventsDropped = "vigil.audit/AuditEventsDropped"
+	AlertAuditAlertsDropped = "vigil.audit/AlertsDropped"
 )
 
 // healthAlerts turns a health report's loss counters into alerts. One alert
@@ -40,6 +44,27 @@ func healthAlerts(ref store.ClusterRef, h healthReport, now time.Time) []store.A
 		}}
 	}
 	var out []store.Alert
+	if strings.HasPrefix(h.SourceMode, "audit-") {
+		if h.Drops > 0 {
+			out = append(out, mk(AlertAuditEventsDropped, "vigil audit lost Kubernetes audit events", alert.SeverityMedium,
+				fmt.Sprintf("The audit collector on node %s (%s) could not judge %d Kubernetes audit events since it started: malformed or truncated input, events of an unknown version, oversized lines or requests, or webhook events dropped because the rules fell behind (it never makes the API server wait). Control-plane activity in that time may have gone unseen. The count is the collector's loss counter.", h.Node, h.SourceMode, h.Drops),
+				h.Drops, []string{
+					"See which reason grows in vigil_audit_skipped_total{reason} on that collector's metrics (:9465/metrics).",
+					"malformed or unknown_version: check the API server's audit backend configuration (audit.k8s.io/v1, JSON format).",
+					"queue_full: give the collector more CPU (the extension's resources) or lower the audit policy's volume (level None for noisy reads).",
+					"oversize: raise --max-line-bytes or --webhook-max-body, or log fewer request bodies (level Metadata).",
+				}))
+		}
+		if h.OutboxDropped > 0 {
+			out = append(out, mk(AlertAuditAlertsDropped, "vigil audit dropped alerts", alert.SeverityHigh,
+				fmt.Sprintf("The audit collector on node %s dropped %d alerts from its full on-disk outbox (oldest first) because the hub was unreachable for too long. Those alerts never reached the hub.", h.Node, h.OutboxDropped),
+				h.OutboxDropped, []string{
+					"Find out why the node could not reach the hub (vigil preflight, the collector's log lines naming the hub URL).",
+					"Raise the outbox bound (--outbox-max-bytes) so the collector can hold alerts through longer outages.",
+				}))
+		}
+		return out
+	}
 	if h.Drops > 0 {
 		out = append(out, mk(AlertEventsDropped, "vigil sensor lost events", alert.SeverityMedium,
 			fmt.Sprintf("The sensor on node %s lost %d kernel events since it started: its ring buffer was full because events arrived faster than it read them. Activity in that time may have gone unseen, and an attacker can cause this on purpose to hide. The count is the sensor's loss counter.", h.Node, h.Drops),

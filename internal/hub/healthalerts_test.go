@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -76,6 +79,39 @@ func TestLossesInAHealthReportBecomeOneAlertPerNodeThatFollowsTheCounter(t *test
 		defer mu.Unlock()
 		if len(published) != n {
 			t.Errorf("a repeated report published %d more alerts", len(published)-n)
+		}
+	})
+}
+
+func TestAnAuditCollectorsLossesAreItsOwnAlertAndItsHealthSitsBesideTheSensors(t *testing.T) {
+	forEachStore(t, func(t *testing.T, open func(testing.TB) store.Store) {
+		e := newEnv(t, open)
+		token := e.cluster("s1", "g1", "a")
+		cid := clusterPath("s1", "g1", "a")
+		e.must(204, "POST", "/ingest/v1/health", token, map[string]any{"clusterId": cid, "node": "cp-1", "sourceMode": "ebpf"})
+		e.must(204, "POST", "/ingest/v1/health", token, map[string]any{"clusterId": cid, "node": "cp-1", "sourceMode": "audit-webhook", "drops": 40, "outboxDropped": 2})
+		r := e.must(200, "GET", "/subscriptions/s1/providers/Vigil.Security/alerts", e.owner, nil)
+		types := map[string]map[string]any{}
+		for _, v := range r.json(t)["value"].([]any) {
+			p := v.(map[string]any)["properties"].(map[string]any)
+			types[p["alertType"].(string)] = p
+		}
+		lost := types[AlertAuditEventsDropped]
+		if lost == nil || lost["count"] != float64(40) || !strings.Contains(lost["description"].(string), "audit-webhook") {
+			t.Fatalf("alerts %v, want %s with count 40 naming the source", slices.Collect(maps.Keys(types)), AlertAuditEventsDropped)
+		}
+		if types[AlertAuditAlertsDropped] == nil || types[AlertEventsDropped] != nil {
+			t.Errorf("alerts %v, want %s and no sensor loss alert", slices.Collect(maps.Keys(types)), AlertAuditAlertsDropped)
+		}
+		hs, err := e.st.ListSensorHealth(t.Context(), store.ClusterRef{Subscription: "s1", ResourceGroup: "g1", Name: "a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hs) != 2 || hs[0].Component != store.ComponentAudit || hs[1].Component != store.ComponentSensor || hs[1].SourceMode != "ebpf" {
+			t.Errorf("health of node cp-1 = %+v, want the audit collector's beside the sensor's", hs)
+		}
+		if r := e.do("POST", "/ingest/v1/health", token, map[string]any{"clusterId": cid, "node": "cp-1", "sourceMode": "syslog"}); r.code != 400 || !strings.Contains(string(r.body), "audit-log") {
+			t.Errorf("an unknown source mode = %d %s, want 400 listing the accepted ones", r.code, r.body)
 		}
 	})
 }

@@ -351,10 +351,13 @@ func (s *Server) ingestHealth(w http.ResponseWriter, r *http.Request, p auth.Pri
 	if h.Node == "" || len(h.Node) > 253 {
 		return badRequest("health report: field node is required (the node's name, at most 253 characters)")
 	}
+	component := store.ComponentSensor
 	switch h.SourceMode {
 	case "ebpf", "proc":
+	case "audit-log", "audit-webhook":
+		component = store.ComponentAudit
 	default:
-		return badRequest("health report: field sourceMode %q is invalid: use ebpf or proc", h.SourceMode)
+		return badRequest("health report: field sourceMode %q is invalid: use ebpf or proc (a sensor), audit-log or audit-webhook (vigil audit)", h.SourceMode)
 	}
 	if len(h.Missing) > 64 {
 		return badRequest("health report: field missing has more than 64 entries")
@@ -362,7 +365,7 @@ func (s *Server) ingestHealth(w http.ResponseWriter, r *http.Request, p auth.Pri
 	if err := authorize(p, auth.ActionIngest, auth.ClusterID(ref)); err != nil {
 		return err
 	}
-	err = s.st.PutSensorHealth(r.Context(), store.SensorHealth{Cluster: ref, Node: h.Node, SourceMode: h.SourceMode, Drops: h.Drops,
+	err = s.st.PutSensorHealth(r.Context(), store.SensorHealth{Cluster: ref, Node: h.Node, Component: component, SourceMode: h.SourceMode, Drops: h.Drops,
 		OutboxDropped: h.OutboxDropped, RuleSetVersion: h.RuleSetVersion, SensorVersion: h.SensorVersion, Missing: h.Missing, ReportedAt: s.cfg.Now().UTC()})
 	if err != nil {
 		return notFound(err, "cluster %s is not registered at this hub: reconnect it with `vigil connect`", h.ClusterID)

@@ -200,18 +200,29 @@ type Token struct {
 	LastUsed  time.Time  `json:"lastUsed,omitzero"`
 }
 
-// SensorHealth is the latest health report of one sensor (one node).
+// SensorHealth is the latest health report of one component on one node:
+// its sensor, or an audit collector (vigil audit).
 type SensorHealth struct {
-	Cluster        ClusterRef `json:"cluster"`
-	Node           string     `json:"node"`
-	SourceMode     string     `json:"sourceMode"` // ebpf, proc
-	Drops          uint64     `json:"drops"`
-	OutboxDropped  uint64     `json:"outboxDropped"`
-	RuleSetVersion string     `json:"ruleSetVersion,omitempty"`
-	SensorVersion  string     `json:"sensorVersion,omitempty"`
-	Missing        []string   `json:"missing,omitempty"` // what the sensor cannot see
-	ReportedAt     time.Time  `json:"reportedAt"`
+	Cluster ClusterRef `json:"cluster"`
+	Node    string     `json:"node"`
+	// Component is ComponentSensor ("" is read as it) or ComponentAudit.
+	Component  string `json:"component"`
+	SourceMode string `json:"sourceMode"` // ebpf, proc; audit-log, audit-webhook
+	// Drops counts events lost: kernel events for a sensor, audit events
+	// (malformed, oversized, dropped under pressure) for an audit collector.
+	Drops          uint64    `json:"drops"`
+	OutboxDropped  uint64    `json:"outboxDropped"`
+	RuleSetVersion string    `json:"ruleSetVersion,omitempty"`
+	SensorVersion  string    `json:"sensorVersion,omitempty"`
+	Missing        []string  `json:"missing,omitempty"` // what the sensor cannot see
+	ReportedAt     time.Time `json:"reportedAt"`
 }
+
+// Health report components.
+const (
+	ComponentSensor = "sensor"
+	ComponentAudit  = "audit"
+)
 
 // Output is a configured alert output of the hub.
 type Output struct {

@@ -695,14 +695,14 @@ func (s *Store) TouchToken(ctx context.Context, id string, at time.Time) error {
 
 // ---- sensor health
 
-const healthColumns = `subscription, resource_group, cluster, node, source_mode, drops, outbox_dropped,
+const healthColumns = `subscription, resource_group, cluster, node, component, source_mode, drops, outbox_dropped,
 	rule_set_version, sensor_version, missing, reported_at`
 
 func scanHealth(sc scanner) (store.SensorHealth, error) {
 	var h store.SensorHealth
 	var drops, outbox, reported int64
 	var missing string
-	if err := sc.Scan(&h.Cluster.Subscription, &h.Cluster.ResourceGroup, &h.Cluster.Name, &h.Node, &h.SourceMode, &drops, &outbox,
+	if err := sc.Scan(&h.Cluster.Subscription, &h.Cluster.ResourceGroup, &h.Cluster.Name, &h.Node, &h.Component, &h.SourceMode, &drops, &outbox,
 		&h.RuleSetVersion, &h.SensorVersion, &missing, &reported); err != nil {
 		return h, err
 	}
@@ -720,24 +720,32 @@ func (s *Store) PutSensorHealth(ctx context.Context, h store.SensorHealth) error
 	if err != nil {
 		return fmt.Errorf("put sensor health of node %s: encode missing: %w", h.Node, err)
 	}
+	component := h.Component
+	switch component {
+	case "":
+		component = store.ComponentSensor
+	case store.ComponentSensor, store.ComponentAudit:
+	default:
+		return fmt.Errorf("put health of node %s: component %q is invalid: use %s or %s", h.Node, h.Component, store.ComponentSensor, store.ComponentAudit)
+	}
 	return s.inTx(ctx, "put sensor health of node "+h.Node, func(tx *sql.Tx) error {
 		if err := clusterExists(ctx, tx, h.Cluster); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO sensor_health (`+healthColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-			ON CONFLICT (subscription, resource_group, cluster, node) DO UPDATE SET source_mode = excluded.source_mode,
+		_, err := tx.ExecContext(ctx, `INSERT INTO sensor_health (`+healthColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			ON CONFLICT (subscription, resource_group, cluster, node, component) DO UPDATE SET source_mode = excluded.source_mode,
 				drops = excluded.drops, outbox_dropped = excluded.outbox_dropped, rule_set_version = excluded.rule_set_version,
 				sensor_version = excluded.sensor_version, missing = excluded.missing, reported_at = excluded.reported_at`,
-			h.Cluster.Subscription, h.Cluster.ResourceGroup, h.Cluster.Name, h.Node, h.SourceMode, int64(h.Drops), int64(h.OutboxDropped),
+			h.Cluster.Subscription, h.Cluster.ResourceGroup, h.Cluster.Name, h.Node, component, h.SourceMode, int64(h.Drops), int64(h.OutboxDropped),
 			h.RuleSetVersion, h.SensorVersion, missing, nanos(s.orNow(h.ReportedAt)))
 		return err
 	})
 }
 
-// ListSensorHealth lists a cluster's sensors by node.
+// ListSensorHealth lists a cluster's health reports by node and component.
 func (s *Store) ListSensorHealth(ctx context.Context, cluster store.ClusterRef) ([]store.SensorHealth, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+healthColumns+` FROM sensor_health
-		WHERE subscription = $1 AND resource_group = $2 AND cluster = $3 ORDER BY node`, refArgs(cluster)...)
+		WHERE subscription = $1 AND resource_group = $2 AND cluster = $3 ORDER BY node, component`, refArgs(cluster)...)
 	if err != nil {
 		return nil, fmt.Errorf("list sensor health of cluster %s: %w", cluster.Name, err)
 	}

@@ -59,7 +59,7 @@ func Run(t *testing.T, open Open) {
 		{"APlanDefaultsToDisabled", testPlan},
 		{"SuppressionsAreStoredListedAndDeleted", testSuppressions},
 		{"TokensAreFoundByHashRevokedAndTouched", testTokens},
-		{"SensorHealthIsKeptPerNode", testSensorHealth},
+		{"SensorHealthIsKeptPerNodeAndComponent", testSensorHealth},
 		{"OutputsAreStoredListedAndDeleted", testOutputs},
 		{"SettingsAreStoredAndOverwritten", testSettings},
 		{"RunExclusiveRunsOneJobOfANameAtATime", testRunExclusive},
@@ -1291,11 +1291,20 @@ func testSensorHealth(t *testing.T, s store.Store) {
 	if err := s.PutSensorHealth(ctx, h2); err != nil {
 		t.Fatalf("put: %v", err)
 	}
+	// The audit collector on node-b reports beside its sensor.
+	h3 := store.SensorHealth{Cluster: ref, Node: "node-b", Component: store.ComponentAudit, SourceMode: "audit-webhook", Drops: 3, ReportedAt: at(time.Minute)}
+	if err := s.PutSensorHealth(ctx, h3); err != nil {
+		t.Fatalf("put audit: %v", err)
+	}
+	if err := s.PutSensorHealth(ctx, store.SensorHealth{Cluster: ref, Node: "node-b", Component: "webhook", ReportedAt: at(0)}); err == nil {
+		t.Error("an unknown component was stored")
+	}
 	list, err := s.ListSensorHealth(ctx, ref)
 	if err != nil {
 		t.Fatalf("list: %v", err)
 	}
-	wantEqual(t, "health per node", list, []store.SensorHealth{h2, h1})
+	h1.Component, h2.Component = store.ComponentSensor, store.ComponentSensor
+	wantEqual(t, "health per node and component", list, []store.SensorHealth{h2, h3, h1})
 }
 
 func testOutputs(t *testing.T, s store.Store) {
