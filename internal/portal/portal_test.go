@@ -699,6 +699,7 @@ func TestTheClusterPageShowsConnectivityExtensionsAndPerNodeSensorHealth(t *test
 	e.apiJSON(e.sensor, http.MethodPost, "/ingest/v1/heartbeat", map[string]any{"clusterId": id, "agentVersion": "0.3.1", "kubernetesVersion": "v1.31.2", "nodeCount": 2}, http.StatusNoContent)
 	e.apiJSON(e.sensor, http.MethodPost, "/ingest/v1/health", map[string]any{"clusterId": id, "node": "node-a", "sourceMode": "ebpf", "drops": 17, "ruleSetVersion": "43", "sensorVersion": "0.3.1"}, http.StatusNoContent)
 	e.apiJSON(e.sensor, http.MethodPost, "/ingest/v1/health", map[string]any{"clusterId": id, "node": "node-b", "sourceMode": "proc", "drops": 0, "ruleSetVersion": "43", "missing": []string{"connect", "open"}}, http.StatusNoContent)
+	e.apiJSON(e.sensor, http.MethodPost, "/ingest/v1/health", map[string]any{"clusterId": id, "node": "node-a", "sourceMode": "audit-webhook", "drops": 4}, http.StatusNoContent)
 	e.apiJSON(e.owner, http.MethodPut, id+"/providers/Vigil.KubernetesConfiguration/extensions/vigil-sensor", map[string]any{"properties": map[string]any{"extensionType": "vigil.sensor", "version": "0.3.1"}}, http.StatusCreated)
 	b := e.browser()
 	b.signIn(e.userToken("viewer", "Reader", "/"))
@@ -712,7 +713,7 @@ func TestTheClusterPageShowsConnectivityExtensionsAndPerNodeSensorHealth(t *test
 	if pg.code != http.StatusOK {
 		t.Fatalf("cluster page = %d", pg.code)
 	}
-	for _, want := range []string{"<td>node-a</td>", `pill ok">ebpf`, `<td class="num">17</td>`, "<td>node-b</td>", `pill warn">proc`, "connect, open", "<td>vigil-sensor</td>", `pill warn">Creating`, "<td>43</td>"} {
+	for _, want := range []string{"<td>node-a</td>", `pill ok">ebpf`, `<td class="num">17</td>`, "<td>audit</td>", `pill ok">audit-webhook`, `<td class="num">4</td>`, "<td>node-b</td>", `pill warn">proc`, "connect, open", "<td>vigil-sensor</td>", `pill warn">Creating`, "<td>43</td>"} {
 		if !strings.Contains(pg.body, want) {
 			t.Errorf("cluster page lacks %q", want)
 		}
