@@ -695,7 +695,7 @@ func (s *Server) listRecommendations(w http.ResponseWriter, r *http.Request, p a
 			return fmt.Errorf("list sensor health of %s: %w", c.Name, err)
 		}
 		for _, h := range health {
-			if h.SourceMode != "" && h.SourceMode != "ebpf" {
+			if h.Component == store.ComponentSensor && h.SourceMode != "" && h.SourceMode != "ebpf" {
 				add("sensorFallback", id+"/nodes/"+h.Node, recommendationProperties{
 					DisplayName: "Sensor runs without eBPF",
 					Description: fmt.Sprintf("The sensor on node %s of cluster %s runs in %s mode and cannot see: %s.", h.Node, c.Name, h.SourceMode, strings.Join(h.Missing, ", ")),

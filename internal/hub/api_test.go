@@ -711,6 +711,8 @@ func TestRecommendationsNameWhatToFix(t *testing.T) {
 	e.cluster("s1", "g1", "standalone")
 	e.must(200, "PUT", clusterPath("s1", "g1", "standalone"), e.owner, map[string]any{"properties": map[string]any{"distribution": "standalone"}})
 	e.must(201, "PUT", clusterPath("s1", "g1", "ok")+"/providers/Vigil.KubernetesConfiguration/extensions/vigil-sensor", e.owner, map[string]any{"properties": map[string]any{"extensionType": "vigil.sensor"}})
+	// An audit collector is no sensor without eBPF.
+	e.must(204, "POST", "/ingest/v1/health", e.cluster("s1", "g1", "ok"), map[string]any{"clusterId": clusterPath("s1", "g1", "ok"), "node": "cp-1", "sourceMode": "audit-log"})
 	recs := func(tok string) map[string]string {
 		out := map[string]string{}
 		for _, v := range e.must(200, "GET", "/subscriptions/s1/providers/Vigil.Security/recommendations", tok, nil).json(t)["value"].([]any) {
