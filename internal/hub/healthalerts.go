@@ -43,46 +43,47 @@ func healthAlerts(ref store.ClusterRef, h healthReport, now time.Time) []store.A
 			RemediationSteps: remediation,
 		}}
 	}
-	var out []store.Alert
+	// What lost the events and who reports it: a node's sensor, or an
+	// audit collector.
+	events, alerts := lossAlert{AlertEventsDropped, "vigil sensor lost events",
+		fmt.Sprintf("The sensor on node %s lost %d kernel events since it started: its ring buffer was full because events arrived faster than it read them. Activity in that time may have gone unseen, and an attacker can cause this on purpose to hide. The count is the sensor's loss counter.", h.Node, h.Drops),
+		[]string{
+			"Check the sensor's CPU limit and throttling on that node (vigil_sensor_* metrics, container CPU throttling).",
+			"Raise the ring buffer (--ring-size, e.g. 16MiB) in the sensor extension's configuration settings.",
+			"Look for a process storm on that node at the time (fork bombs, build jobs): it may be the cause or a deliberate evasion.",
+		}}, lossAlert{AlertAlertsDropped, "vigil sensor dropped alerts", "", nil}
+	who := "sensor"
 	if strings.HasPrefix(h.SourceMode, "audit-") {
-		if h.Drops > 0 {
-			out = append(out, mk(AlertAuditEventsDropped, "vigil audit lost Kubernetes audit events", alert.SeverityMedium,
-				fmt.Sprintf("The audit collector on node %s (%s) could not judge %d Kubernetes audit events since it started: malformed or truncated input, events of an unknown version, oversized lines or requests, or webhook events dropped because the rules fell behind (it never makes the API server wait). Control-plane activity in that time may have gone unseen. The count is the collector's loss counter.", h.Node, h.SourceMode, h.Drops),
-				h.Drops, []string{
-					"See which reason grows in vigil_audit_skipped_total{reason} on that collector's metrics (:9465/metrics).",
-					"malformed or unknown_version: check the API server's audit backend configuration (audit.k8s.io/v1, JSON format).",
-					"queue_full: give the collector more CPU (the extension's resources) or lower the audit policy's volume (level None for noisy reads).",
-					"oversize: raise --max-line-bytes or --webhook-max-body, or log fewer request bodies (level Metadata).",
-				}))
-		}
-		if h.OutboxDropped > 0 {
-			out = append(out, mk(AlertAuditAlertsDropped, "vigil audit dropped alerts", alert.SeverityHigh,
-				fmt.Sprintf("The audit collector on node %s dropped %d alerts from its full on-disk outbox (oldest first) because the hub was unreachable for too long. Those alerts never reached the hub.", h.Node, h.OutboxDropped),
-				h.OutboxDropped, []string{
-					"Find out why the node could not reach the hub (vigil preflight, the collector's log lines naming the hub URL).",
-					"Raise the outbox bound (--outbox-max-bytes) so the collector can hold alerts through longer outages.",
-				}))
-		}
-		return out
+		who = "audit collector"
+		events = lossAlert{AlertAuditEventsDropped, "vigil audit lost Kubernetes audit events",
+			fmt.Sprintf("The audit collector on node %s (%s) could not judge %d Kubernetes audit events since it started: malformed or truncated input, events of an unknown version, oversized lines or requests, or webhook events dropped because the rules fell behind (it never makes the API server wait). Control-plane activity in that time may have gone unseen. The count is the collector's loss counter.", h.Node, h.SourceMode, h.Drops),
+			[]string{
+				"See which reason grows in vigil_audit_skipped_total{reason} on that collector's metrics (:9465/metrics).",
+				"malformed or unknown_version: check the API server's audit backend configuration (audit.k8s.io/v1, JSON format).",
+				"queue_full: give the collector more CPU (the extension's resources) or lower the audit policy's volume (level None for noisy reads).",
+				"oversize: raise --max-line-bytes or --webhook-max-body, or log fewer request bodies (level Metadata).",
+			}}
+		alerts = lossAlert{AlertAuditAlertsDropped, "vigil audit dropped alerts", "", nil}
 	}
+	alerts.desc = fmt.Sprintf("The %s on node %s dropped %d alerts from its full on-disk outbox (oldest first) because the hub was unreachable for too long. Those alerts never reached the hub.", who, h.Node, h.OutboxDropped)
+	alerts.remediation = []string{
+		fmt.Sprintf("Find out why the node could not reach the hub (vigil preflight, the %s's log lines naming the hub URL).", who),
+		"Raise the outbox bound (--outbox-max-bytes) so the node can hold alerts through longer outages.",
+	}
+	var out []store.Alert
 	if h.Drops > 0 {
-		out = append(out, mk(AlertEventsDropped, "vigil sensor lost events", alert.SeverityMedium,
-			fmt.Sprintf("The sensor on node %s lost %d kernel events since it started: its ring buffer was full because events arrived faster than it read them. Activity in that time may have gone unseen, and an attacker can cause this on purpose to hide. The count is the sensor's loss counter.", h.Node, h.Drops),
-			h.Drops, []string{
-				"Check the sensor's CPU limit and throttling on that node (vigil_sensor_* metrics, container CPU throttling).",
-				"Raise the ring buffer (--ring-size, e.g. 16MiB) in the sensor extension's configuration settings.",
-				"Look for a process storm on that node at the time (fork bombs, build jobs): it may be the cause or a deliberate evasion.",
-			}))
+		out = append(out, mk(events.typ, events.name, alert.SeverityMedium, events.desc, h.Drops, events.remediation))
 	}
 	if h.OutboxDropped > 0 {
-		out = append(out, mk(AlertAlertsDropped, "vigil sensor dropped alerts", alert.SeverityHigh,
-			fmt.Sprintf("The sensor on node %s dropped %d alerts from its full on-disk outbox (oldest first) because the hub was unreachable for too long. Those alerts never reached the hub.", h.Node, h.OutboxDropped),
-			h.OutboxDropped, []string{
-				"Find out why the node could not reach the hub (vigil preflight, the sensor's log lines naming the hub URL).",
-				"Raise the outbox bound (--outbox-max-bytes) so the node can hold alerts through longer outages.",
-			}))
+		out = append(out, mk(alerts.typ, alerts.name, alert.SeverityHigh, alerts.desc, h.OutboxDropped, alerts.remediation))
 	}
 	return out
+}
+
+// lossAlert is the text of a loss alert.
+type lossAlert struct {
+	typ, name, desc string
+	remediation     []string
 }
 
 // raiseHealthAlerts stores (and publishes) the alerts of a health report.
