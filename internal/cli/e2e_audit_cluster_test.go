@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -121,8 +120,7 @@ func TestTheAuditExtensionRaisesAlertsAtTheHubFromTheLogAndFromTheWebhook(t *tes
 		t.Logf("%d alerts of cluster %s in %s", len(as), name, time.Since(start).Round(time.Second))
 		for _, a := range as {
 			for _, u := range a.Properties.Entities.Extra["user"] {
-				if strings.HasPrefix(u, "system:") && !strings.HasPrefix(u, "system:serviceaccount:") ||
-					strings.HasPrefix(u, "system:serviceaccount:kube-system:") || strings.HasPrefix(u, "system:serviceaccount:vigil-system:") {
+				if kcluster.IsClusterComponent(u) || strings.HasPrefix(u, "system:serviceaccount:vigil-system:") {
 					t.Errorf("the control plane's or vigil's own request raised %s (user %s, %v %v)", a.Properties.AlertType, u,
 						a.Properties.Entities.Extra["verb"], a.Properties.Entities.Extra["resource"])
 				}
@@ -131,67 +129,11 @@ func TestTheAuditExtensionRaisesAlertsAtTheHubFromTheLogAndFromTheWebhook(t *tes
 	})
 }
 
-// auditAttack performs the attack in a fresh namespace and waits for its
-// alerts at the hub.
+// auditAttack performs the attack and waits for its alerts at the hub.
 func auditAttack(t *testing.T, c *e2eCluster, cl *hubclient.Client, cluster, vigilImage string) {
 	ctx := context.Background()
-	ns := c.Namespace(t, "e2e-audit")
 	since := time.Now().Add(-time.Second)
-	// The workload's service account may read secrets cluster-wide (the
-	// over-grant the attacker abuses).
-	reader := "e2e-secret-reader-" + ns
-	if _, err := c.Client.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: reader},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list"}}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Client.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: reader},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: reader},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "default", Namespace: ns}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	admin := "e2e-pwn-" + ns
-	t.Cleanup(func() {
-		bg := context.Background()
-		_ = c.Client.RbacV1().ClusterRoleBindings().Delete(bg, reader, metav1.DeleteOptions{})
-		_ = c.Client.RbacV1().ClusterRoleBindings().Delete(bg, admin, metav1.DeleteOptions{})
-		_ = c.Client.RbacV1().ClusterRoles().Delete(bg, reader, metav1.DeleteOptions{})
-	})
-	web := kcluster.BusyboxPod(ns, "web", "sleep", "3600")
-	web.Spec.Containers[0].Image = vigilImage
-	c.CreatePod(t, web)
-	c.WaitPodRunning(t, ns, "web", 2*time.Minute)
-
-	// The intruder in the pod, with the pod's token and curl's user agent.
-	call := func(method, path, body string) {
-		t.Helper()
-		args := []string{"/vigil", "simulate", "kube-api", "--user-agent", "curl/8.5.0", method, path}
-		if body != "" {
-			args = append(args, body)
-		}
-		if out := c.Exec(t, ns, "web", args...); !strings.HasPrefix(out, "200 ") && !strings.HasPrefix(out, "201 ") {
-			t.Fatalf("%s %s from the pod: %s", method, path, out)
-		}
-	}
-	call("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-		`{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview","spec":{"resourceAttributes":{"verb":"list","resource":"secrets"}}}`)
-	call("GET", "/api/v1/secrets", "")
-
-	// The administrator's kubectl: a privileged pod with the host's root and
-	// PID namespace, and a cluster-admin binding for the workload.
-	c.RunKubectl(t, "run", "evil", "-n", ns, "--image", kcluster.BusyboxImage, "--image-pull-policy", "Never", "--restart", "Never",
-		"--privileged", "--overrides", `{"spec":{"hostPID":true,"terminationGracePeriodSeconds":0,"containers":[{"name":"evil","image":"`+kcluster.BusyboxImage+
-			`","imagePullPolicy":"Never","command":["sleep","3600"],"securityContext":{"privileged":true},"volumeMounts":[{"name":"host","mountPath":"/host"}]}],`+
-			`"volumes":[{"name":"host","hostPath":{"path":"/"}}]}}`)
-	c.RunKubectl(t, "create", "clusterrolebinding", admin, "--clusterrole", "cluster-admin", "--serviceaccount", ns+":default")
-
-	fromPod := []string{"vigil.cluster/K8sSelfSubjectReview", "vigil.cluster/K8sSecretsAccessByServiceAccount", "vigil.cluster/K8sClientToolFromPod"}
-	want := append(slices.Clone(fromPod), "vigil.cluster/K8sPrivilegedPodCreated", "vigil.cluster/K8sSensitiveHostPathMount",
-		"vigil.cluster/K8sHostNamespacePod", "vigil.cluster/K8sClusterAdminBinding")
-	ours := func(a hubclient.Alert) bool {
-		e := a.Properties.Entities
-		return e.Namespace == ns || slices.Contains(e.Extra["objectNamespace"], ns) ||
-			slices.ContainsFunc(e.Extra["subjects"], func(s string) bool { return strings.Contains(s, ns) })
-	}
+	a := c.RunAuditAttack(t, vigilImage)
 	var got map[string]hubclient.Alert
 	waitFor(t, "the attack's alerts at the hub", 90*time.Second, func() (bool, string) {
 		as, _, err := cl.ListAlerts(ctx, hubclient.AlertListOptions{Cluster: cluster, Since: since, Top: 1000})
@@ -199,18 +141,18 @@ func auditAttack(t *testing.T, c *e2eCluster, cl *hubclient.Client, cluster, vig
 			return false, err.Error()
 		}
 		got = map[string]hubclient.Alert{}
-		for _, a := range as {
-			if ours(a) {
-				got[a.Properties.AlertType] = a
+		for _, al := range as {
+			if a.Ours(al.Properties.Entities.Namespace, al.Properties.Entities.Extra) {
+				got[al.Properties.AlertType] = al
 			}
 		}
-		missing := slices.DeleteFunc(slices.Clone(want), func(w string) bool { _, ok := got[w]; return ok })
+		missing := slices.DeleteFunc(slices.Clone(a.Want), func(w string) bool { _, ok := got[w]; return ok })
 		return len(missing) == 0, fmt.Sprintf("missing %v", missing)
 	})
-	for _, typ := range fromPod {
+	for _, typ := range a.FromPod {
 		e := got[typ].Properties.Entities
-		if e.Pod != "web" || e.Namespace != ns || !slices.Equal(e.Extra["serviceAccount"], []string{ns + "/default"}) {
-			t.Errorf("%s names pod %s/%s and service account %v; want %s/web and %s/default", typ, e.Namespace, e.Pod, e.Extra["serviceAccount"], ns, ns)
+		if e.Pod != a.Pod || e.Namespace != a.Namespace || !slices.Equal(e.Extra["serviceAccount"], []string{a.Namespace + "/default"}) {
+			t.Errorf("%s names pod %s/%s and service account %v; want %s/%s and %s/default", typ, e.Namespace, e.Pod, e.Extra["serviceAccount"], a.Namespace, a.Pod, a.Namespace)
 		}
 		if !slices.Equal(e.Extra["userAgent"], []string{"curl/8.5.0"}) || len(e.Extra["sourceIPs"]) == 0 {
 			t.Errorf("%s lacks the request's user agent or source address: %v", typ, e.Extra)
