@@ -44,18 +44,21 @@ func (t *Table) SeedFromProc() (int, error) {
 	})
 	for i := range procs {
 		p := procs[i]
-		if e := t.byKey[p.Key()]; e != nil && !e.removed {
+		if !validPID(p.PID) {
+			continue // not a Linux pid (a fake procfs)
+		}
+		if e := t.byKey[makePKey(p.PID, p.StartTime)]; e != nil && !e.removed() {
 			if e.parent == nil {
-				t.link(e, t.byPID[p.PPID])
+				t.link(e, t.livePID(p.PPID))
 			}
 			if e.parent != nil {
-				p.PPID = e.parent.p.PID
+				p.PPID = int(e.parent.pid)
 			}
-			e.p = p
+			t.store(e, &p, e.parent)
 			t.bump(e)
 			continue
 		}
-		t.insert(p, t.byPID[p.PPID])
+		t.insert(p, t.livePID(p.PPID))
 	}
 	t.log.Debug("process table seeded from procfs", "root", t.opts.ProcRoot, "processes", len(procs), "entries", t.Len())
 	return len(procs), nil

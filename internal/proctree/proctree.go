@@ -16,12 +16,21 @@
 // # Sharing
 //
 // To keep Apply allocation-free on non-exec events, the slices and pointers
-// it puts into an event are shared: ev.Process.Args is the slice the table
-// stores (and the one the exec event carried), ev.Ancestry is the process's
+// it puts into an event are shared: ev.Process.Args is the argv slice the
+// table stores, one copy shared by every process with the same image (an
+// exec event keeps the slice it carried), ev.Ancestry is the process's
 // cached ancestry slice and ev.Parent points at its first element. They are
 // never modified by the table after they were handed out (a change produces
 // a new slice), so readers on any goroutine are safe, but consumers must
 // treat them as read-only and copy before modifying.
+//
+// # Memory
+//
+// A live process costs about 250 heap bytes on a busy node
+// (BenchmarkTableMemory, TestHeapPerLiveProcess): what processes share
+// (image and argv, comm, credentials, cwd, cgroup) is stored once, see
+// entry.go. Pids must be Linux pids (below 2^22, PID_MAX_LIMIT): events
+// with larger ones are ignored.
 package proctree
 
 import (
@@ -29,6 +38,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -93,60 +103,23 @@ func (i Info) Ref() event.ProcessRef {
 		Args: i.Process.Args, Comm: i.Process.Comm, UID: i.Process.UID, Exited: i.Exited}
 }
 
-// entry is one process. Entries sit on exactly one of two intrusive lists:
-// live (least recently seen first) or exited (oldest exit first).
-type entry struct {
-	p event.Process // TID unused; PPID = original parent's pid
-	// parent is the entry of the original parent, captured at creation.
-	// It may point at a removed entry (see remove), never at a chain of
-	// them: a removed entry drops its own parent pointer.
-	parent   *entry
-	nchild   int32 // entries whose parent pointer is this entry
-	exited   bool
-	removed  bool
-	exitTime time.Time // as reported
-	expireAt time.Time // on the table's clock
-	// stamp changes whenever a field visible in ProcessRef changes (exec,
-	// exit, removal); descendants validate cached ancestry against it.
-	stamp uint64
-
-	// lineage caches this entry and its ancestors (self first, up to
-	// AncestryDepth): it is the ancestry of every child, so siblings
-	// share one slice. linStamps holds the stamps of the entries walked
-	// when it was built. A removed entry's lineage is frozen.
-	lineage   []event.ProcessRef
-	linStamps []uint64
-	linBuilt  bool
-
-	prev, next *entry
-}
-
-func (e *entry) key() event.Key { return e.p.Key() }
-
-func (e *entry) ref() event.ProcessRef {
-	return event.ProcessRef{PID: e.p.PID, StartTime: e.p.StartTime, Exe: e.p.Exe, Args: e.p.Args,
-		Comm: e.p.Comm, UID: e.p.UID, Exited: e.exited}
-}
-
-func (e *entry) info() Info {
-	in := Info{Process: e.p, Exited: e.exited, ExitTime: e.exitTime}
-	if e.parent != nil {
-		in.Parent = e.parent.key()
-	}
-	return in
-}
-
 // Table is the process table. See the package documentation for the
 // single-goroutine rule.
 type Table struct {
 	opts  Options
 	log   *slog.Logger
-	byKey map[event.Key]*entry
+	byKey map[pkey]*entry
 	// byPID maps a pid to its live entry (the newest process holding it).
-	byPID map[int]*entry
+	byPID map[int32]*entry
 	// live and exited are list sentinels.
 	live, exited entry
 	stampSeq     uint64
+	images       images
+	comms        interner[string]
+	creds        interner[creds]
+	places       interner[place]
+	// epoch is the origin of entries' expireAt (see since).
+	epoch time.Time
 
 	n         atomic.Int64
 	nExited   int // entries on the exited list
@@ -180,11 +153,17 @@ func New(opts Options) *Table {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	t := &Table{opts: opts, log: opts.Logger, byKey: make(map[event.Key]*entry), byPID: make(map[int]*entry)}
+	t := &Table{opts: opts, log: opts.Logger, byKey: make(map[pkey]*entry), byPID: make(map[int32]*entry),
+		images: newImages(), comms: newInterner(strings.Clone), creds: newInterner(cloneCreds),
+		places: newInterner(clonePlace), epoch: opts.Now()}
 	t.live.prev, t.live.next = &t.live, &t.live
 	t.exited.prev, t.exited.next = &t.exited, &t.exited
 	return t
 }
+
+// since converts a time on the table's clock to the int64 kept in
+// entry.expireAt (monotonic when the clock is).
+func (t *Table) since(now time.Time) int64 { return int64(now.Sub(t.epoch)) }
 
 // Len is the number of entries, live and exited. Safe from any goroutine.
 func (t *Table) Len() int { return int(t.n.Load()) }
@@ -197,8 +176,12 @@ func (t *Table) Evictions() uint64 { return t.evictions.Load() }
 // Lookup returns what the table knows about the process with key k. An
 // exited entry past its TTL is reported as not found.
 func (t *Table) Lookup(k event.Key) (Info, bool) {
-	e := t.byKey[k]
-	if e == nil || (e.exited && !t.opts.Now().Before(e.expireAt)) {
+	pk, ok := packKey(k)
+	if !ok {
+		return Info{}, false
+	}
+	e := t.byKey[pk]
+	if e == nil || (e.exited() && t.since(t.opts.Now()) >= e.expireAt) {
 		return Info{}, false
 	}
 	return e.info(), true
@@ -206,7 +189,10 @@ func (t *Table) Lookup(k event.Key) (Info, bool) {
 
 // LookupPID returns the live process currently holding pid.
 func (t *Table) LookupPID(pid int) (Info, bool) {
-	e := t.byPID[pid]
+	if !validPID(pid) {
+		return Info{}, false
+	}
+	e := t.byPID[int32(pid)]
 	if e == nil {
 		return Info{}, false
 	}
@@ -218,7 +204,7 @@ func (t *Table) LookupPID(pid int) (Info, bool) {
 func (t *Table) Walk(fn func(p *event.Process)) {
 	ps := make([]event.Process, 0, len(t.byPID))
 	for e := t.live.next; e != &t.live; e = e.next {
-		ps = append(ps, e.p)
+		ps = append(ps, e.process())
 	}
 	slices.SortFunc(ps, func(a, b event.Process) int {
 		return cmp.Or(cmp.Compare(a.StartTime, b.StartTime), cmp.Compare(a.PID, b.PID))
@@ -230,9 +216,10 @@ func (t *Table) Walk(fn func(p *event.Process)) {
 
 // Apply updates the table from ev and enriches ev in place: missing
 // Process fields are filled from the table, ev.Parent and ev.Ancestry are
-// set from the parent captured when the process was created.
+// set from the parent captured when the process was created. Events
+// without a valid Linux pid (1 to 2^22-1) are left as they are.
 func (t *Table) Apply(ev *event.Event) {
-	if ev == nil || ev.Process.PID <= 0 {
+	if ev == nil || !validPID(ev.Process.PID) {
 		return
 	}
 	now := t.opts.Now()
@@ -276,13 +263,16 @@ func (t *Table) applyFork(ev *event.Event) *entry {
 			child.StartTime = p.StartTime
 		}
 	}
-	if e := t.byKey[child.Key()]; e != nil {
+	if e := t.byKey[makePKey(child.PID, child.StartTime)]; e != nil {
 		// Seen already (events can arrive out of order): only fill gaps.
 		if e.parent == nil {
 			t.link(e, t.findParent(ppid, pstart, true))
 		}
-		if e.parent != nil && e.p.Exe == "" {
-			inheritImage(&e.p, &e.parent.p)
+		if e.parent != nil && e.img.exe == "" {
+			p, from := e.process(), e.parent.process()
+			inheritImage(&p, &from)
+			t.store(e, &p, e.parent)
+			t.bump(e)
 		}
 		return e
 	}
@@ -291,7 +281,8 @@ func (t *Table) applyFork(ev *event.Event) *entry {
 	p.TID = 0
 	p.PPID = ppid
 	if parent != nil {
-		inheritImage(&p, &parent.p)
+		from := parent.process()
+		inheritImage(&p, &from)
 	}
 	return t.insert(p, parent)
 }
@@ -339,21 +330,25 @@ func (t *Table) applyExec(ev *event.Event) *entry {
 		t.learn(e, src)
 		return e
 	}
-	e.p.Exe, e.p.Args, e.p.ArgsTruncated = src.Exe, src.Args, src.ArgsTruncated
-	e.p.ExeInode, e.p.ExeDev = src.ExeInode, src.ExeDev
-	e.p.ExeUpperLayer, e.p.ExeMemfd, e.p.ExeDeleted = src.ExeUpperLayer, src.ExeMemfd, src.ExeDeleted
-	e.p.StdinSocket, e.p.StdoutSocket = src.StdinSocket, src.StdoutSocket
-	if src.Comm != "" {
-		e.p.Comm = src.Comm
+	t.setImage(e, src, nil)
+	e.setSockets(src.StdinSocket, src.StdoutSocket)
+	if src.Comm != "" && src.Comm != e.comm.v {
+		setShared(&t.comms, &e.comm, src.Comm, nil)
 	}
-	e.p.UID, e.p.GID, e.p.EUID = src.UID, src.GID, src.EUID
-	if src.User != "" || e.p.UID != src.UID {
-		e.p.User = src.User
+	if cr := e.cred.v; cr.uid != src.UID || cr.gid != src.GID || cr.euid != src.EUID ||
+		(src.User != "" && src.User != cr.user) {
+		cr.uid, cr.gid, cr.euid = src.UID, src.GID, src.EUID
+		if src.User != "" {
+			cr.user = src.User
+		}
+		setShared(&t.creds, &e.cred, cr, nil)
 	}
 	// cwd, cgroup and namespaces survive exec: replace only when reported.
 	t.learn(e, src)
-	if src.Cwd != "" {
-		e.p.Cwd = src.Cwd
+	if src.Cwd != "" && src.Cwd != e.place.v.cwd {
+		pl := e.place.v
+		pl.cwd = src.Cwd
+		setShared(&t.places, &e.place, pl, nil)
 	}
 	t.bump(e)
 	return e
@@ -363,9 +358,9 @@ func (t *Table) applyExec(ev *event.Event) *entry {
 func (t *Table) applySnapshot(ev *event.Event) *entry {
 	src := ev.Process
 	src.TID = 0
-	e := t.byKey[src.Key()]
+	e := t.byKey[makePKey(src.PID, src.StartTime)]
 	if e == nil && src.StartTime == 0 {
-		e = t.byPID[src.PID]
+		e = t.byPID[int32(src.PID)]
 	}
 	if e == nil {
 		return t.insert(src, t.findParent(src.PPID, 0, false))
@@ -374,14 +369,14 @@ func (t *Table) applySnapshot(ev *event.Event) *entry {
 		t.link(e, t.findParent(src.PPID, 0, false))
 	}
 	if e.parent != nil {
-		src.PPID = e.parent.p.PID // keep the original parent
+		src.PPID = int(e.parent.pid) // keep the original parent
 	} else if src.PPID == 0 {
-		src.PPID = e.p.PPID
+		src.PPID = int(e.ppid)
 	}
 	if src.StartTime == 0 {
-		src.StartTime = e.p.StartTime
+		src.StartTime = e.startTime
 	}
-	e.p = src
+	t.store(e, &src, e.parent)
 	t.bump(e)
 	return e
 }
@@ -389,25 +384,29 @@ func (t *Table) applySnapshot(ev *event.Event) *entry {
 // learn keeps state that can change without exec (cgroup moves, setns,
 // unshare, chdir) when an event reports it.
 func (t *Table) learn(e *entry, src *event.Process) {
-	if src.Cgroup != "" && src.Cgroup != e.p.Cgroup {
-		e.p.Cgroup, e.p.CgroupID = src.Cgroup, src.CgroupID
-	} else if src.CgroupID != 0 && e.p.CgroupID == 0 {
-		e.p.CgroupID = src.CgroupID
+	pl, changed := e.place.v, false
+	if src.Cgroup != "" && src.Cgroup != pl.cgroup {
+		pl.cgroup, pl.cgroupID, changed = src.Cgroup, src.CgroupID, true
+	} else if src.CgroupID != 0 && pl.cgroupID == 0 {
+		pl.cgroupID, changed = src.CgroupID, true
 	}
-	if src.MntNS != 0 {
-		e.p.MntNS = src.MntNS
+	if src.MntNS != 0 && src.MntNS != pl.mntNS {
+		pl.mntNS, changed = src.MntNS, true
 	}
-	if src.PidNS != 0 {
-		e.p.PidNS = src.PidNS
+	if src.PidNS != 0 && src.PidNS != pl.pidNS {
+		pl.pidNS, changed = src.PidNS, true
 	}
-	if src.NetNS != 0 {
-		e.p.NetNS = src.NetNS
+	if src.NetNS != 0 && src.NetNS != pl.netNS {
+		pl.netNS, changed = src.NetNS, true
 	}
-	if e.p.Cwd == "" {
-		e.p.Cwd = src.Cwd
+	if pl.cwd == "" && src.Cwd != "" {
+		pl.cwd, changed = src.Cwd, true
 	}
-	if e.p.Comm == "" {
-		e.p.Comm = src.Comm
+	if changed {
+		setShared(&t.places, &e.place, pl, nil)
+	}
+	if e.comm.v == "" && src.Comm != "" {
+		setShared(&t.comms, &e.comm, src.Comm, nil)
 	}
 }
 
@@ -420,10 +419,10 @@ func (t *Table) learn(e *entry, src *event.Process) {
 func (t *Table) resolve(ev *event.Event, readProc bool) (e *entry, fromProc bool) {
 	src := &ev.Process
 	if src.StartTime == 0 {
-		if e := t.byPID[src.PID]; e != nil {
+		if e := t.byPID[int32(src.PID)]; e != nil {
 			return e, false
 		}
-	} else if e := t.byKey[src.Key()]; e != nil {
+	} else if e := t.byKey[makePKey(src.PID, src.StartTime)]; e != nil {
 		return e, false
 	}
 	if readProc {
@@ -486,20 +485,28 @@ func (t *Table) insertMinimal(ev *event.Event) *entry {
 // parent is loaded from /proc (with its own unknown ancestors, up to the
 // ancestry depth).
 func (t *Table) findParent(ppid int, pstartNS uint64, readProc bool) *entry {
-	if ppid <= 0 {
+	if !validPID(ppid) {
 		return nil
 	}
 	if pstartNS != 0 {
-		if e := t.byKey[event.MakeKey(ppid, pstartNS)]; e != nil {
+		if e := t.byKey[makePKey(ppid, pstartNS)]; e != nil {
 			return e
 		}
-	} else if e := t.byPID[ppid]; e != nil {
+	} else if e := t.byPID[int32(ppid)]; e != nil {
 		return e
 	}
 	if !readProc {
 		return nil
 	}
 	return t.loadChain(ppid, pstartNS, t.opts.AncestryDepth)
+}
+
+// livePID returns the live entry holding pid, if any.
+func (t *Table) livePID(pid int) *entry {
+	if !validPID(pid) {
+		return nil
+	}
+	return t.byPID[int32(pid)]
 }
 
 // loadChain reads pid and its unknown ancestors from /proc.
@@ -512,42 +519,47 @@ func (t *Table) loadChain(pid int, startNS uint64, depth int) *entry {
 	if err != nil || (startNS != 0 && p.Key() != event.MakeKey(pid, startNS)) {
 		return nil
 	}
-	if e := t.byKey[p.Key()]; e != nil {
+	if e := t.byKey[makePKey(p.PID, p.StartTime)]; e != nil {
 		return e
 	}
 	var parent *entry
-	if p.PPID > 0 {
-		if parent = t.byPID[p.PPID]; parent == nil {
+	if validPID(p.PPID) {
+		if parent = t.byPID[int32(p.PPID)]; parent == nil {
 			parent = t.loadChain(p.PPID, 0, depth-1)
 		}
 	}
 	return t.insert(p, parent)
 }
 
-// insert adds a new entry for p under parent, making room first. If the
-// key is already present the existing entry is returned.
+// insert adds a new entry for p (whose pid is valid) under parent, making
+// room first. If the key is already present the existing entry is
+// returned.
 func (t *Table) insert(p event.Process, parent *entry) *entry {
-	if e := t.byKey[p.Key()]; e != nil {
+	k := makePKey(p.PID, p.StartTime)
+	if e := t.byKey[k]; e != nil {
 		if e.parent == nil {
 			t.link(e, parent)
 		}
 		return e
 	}
 	t.makeRoom(parent)
-	e := &entry{p: p}
-	if parent != nil && parent != e {
+	e := &entry{}
+	if parent != nil {
 		e.parent = parent
 		parent.nchild++
-		e.p.PPID = parent.p.PID
+		p.PPID = int(parent.pid)
 	}
-	t.byKey[e.key()] = e
+	// A child mostly shares its parent's strings and image: take them
+	// from it instead of looking them up.
+	t.store(e, &p, parent)
+	t.byKey[k] = e
 	t.n.Add(1)
-	if old := t.byPID[p.PID]; old != nil && old != e {
+	if old := t.byPID[e.pid]; old != nil && old != e {
 		// A new process holds the pid: the old one is gone even if we
 		// missed its exit.
 		t.markExited(old, time.Time{}, t.opts.Now())
 	}
-	t.byPID[p.PID] = e
+	t.byPID[e.pid] = e
 	t.bump(e)
 	pushBack(&t.live, e)
 	return e
@@ -565,8 +577,10 @@ func (t *Table) link(e, parent *entry) {
 	}
 	e.parent = parent
 	parent.nchild++
-	e.p.PPID = parent.p.PID
-	e.linBuilt = false
+	e.ppid = parent.pid
+	if e.lin != nil {
+		e.lin.built = false
+	}
 }
 
 func (t *Table) bump(e *entry) {
@@ -576,15 +590,16 @@ func (t *Table) bump(e *entry) {
 
 // markExited moves e to the exited list; it ages out ExitedTTL later.
 func (t *Table) markExited(e *entry, exitTime, now time.Time) {
-	if e.exited || e.removed {
+	if e.flags&(entExited|entRemoved) != 0 {
 		return
 	}
 	if exitTime.IsZero() {
 		exitTime = now
 	}
-	e.exited, e.exitTime, e.expireAt = true, exitTime, now.Add(t.opts.ExitedTTL)
-	if t.byPID[e.p.PID] == e {
-		delete(t.byPID, e.p.PID)
+	e.flags |= entExited
+	e.exitTime, e.expireAt = exitTime.UnixNano(), t.since(now.Add(t.opts.ExitedTTL))
+	if t.byPID[e.pid] == e {
+		delete(t.byPID, e.pid)
 	}
 	unlink(e)
 	pushBack(&t.exited, e)
@@ -602,7 +617,7 @@ func (t *Table) markExited(e *entry, exitTime, now time.Time) {
 // touch marks a live entry as recently seen (eviction is least recently
 // seen first).
 func (t *Table) touch(e *entry) {
-	if e.exited || e.removed || e.next == &t.live {
+	if e.flags&(entExited|entRemoved) != 0 || e.next == &t.live {
 		return
 	}
 	unlink(e)
@@ -611,9 +626,13 @@ func (t *Table) touch(e *entry) {
 
 // expire removes up to budget exited entries whose TTL has passed.
 func (t *Table) expire(now time.Time, budget int) {
+	if t.exited.next == &t.exited {
+		return
+	}
+	at := t.since(now)
 	for ; budget > 0; budget-- {
 		h := t.exited.next
-		if h == &t.exited || now.Before(h.expireAt) {
+		if h == &t.exited || at < h.expireAt {
 			return
 		}
 		t.remove(h)
@@ -652,29 +671,36 @@ func oldest(list, keep *entry) *entry {
 
 // remove drops e from the table. Children still pointing at it keep their
 // ancestry: e freezes its own ancestry first and then forgets its parent,
-// so a removed entry never keeps a chain of other entries alive.
+// so a removed entry never keeps a chain of other entries alive. Its
+// image reference is released (the image stays readable through e).
 func (t *Table) remove(e *entry) {
-	if e.removed {
+	if e.removed() {
 		return
 	}
 	if e.nchild > 0 {
 		t.lineage(e) // children keep seeing it and its ancestors
 	}
 	delete(t.byKey, e.key())
-	if t.byPID[e.p.PID] == e {
-		delete(t.byPID, e.p.PID)
+	if t.byPID[e.pid] == e {
+		delete(t.byPID, e.pid)
 	}
-	if e.exited {
+	if e.exited() {
 		t.nExited--
 	}
 	unlink(e)
-	e.removed = true
+	e.flags |= entRemoved
 	t.bump(e)
-	e.linStamps = nil
+	if e.lin != nil {
+		e.lin.stamps = nil
+	}
 	if e.parent != nil {
 		e.parent.nchild--
 		e.parent = nil
 	}
+	t.images.release(e.img)
+	t.comms.release(e.comm)
+	t.creds.release(e.cred)
+	t.places.release(e.place)
 	t.n.Add(-1)
 }
 
@@ -687,28 +713,39 @@ func (t *Table) ancestry(e *entry) []event.ProcessRef {
 	return t.lineage(e.parent)
 }
 
+// linRefs returns x's cached lineage (frozen if x was removed).
+func (x *entry) linRefs() []event.ProcessRef {
+	if x.lin == nil {
+		return nil
+	}
+	return x.lin.refs
+}
+
 // lineage returns x followed by its ancestors, rebuilding the cached slice
 // only when one of them changed.
 func (t *Table) lineage(x *entry) []event.ProcessRef {
-	if x.removed || t.linValid(x) {
-		return x.lineage
+	if x.removed() || t.linValid(x) {
+		return x.linRefs()
 	}
 	depth := t.opts.AncestryDepth
 	n := 0
 	for p := x; p != nil && n < depth; p = p.parent {
-		if p.removed {
-			n += min(len(p.lineage), depth-n)
+		if p.removed() {
+			n += min(len(p.linRefs()), depth-n)
 			break
 		}
 		n++
 	}
+	if x.lin == nil {
+		x.lin = &lineage{stamps: make([]uint64, 0, n)}
+	}
 	lin := make([]event.ProcessRef, 0, n)
-	stamps := x.linStamps[:0]
+	stamps := x.lin.stamps[:0]
 	for p := x; p != nil && len(lin) < depth; p = p.parent {
 		stamps = append(stamps, p.stamp)
-		if p.removed {
+		if p.removed() {
 			// p's lineage was frozen when it was removed.
-			rest := p.lineage
+			rest := p.linRefs()
 			if len(rest) > depth-len(lin) {
 				rest = rest[:depth-len(lin)]
 			}
@@ -717,73 +754,74 @@ func (t *Table) lineage(x *entry) []event.ProcessRef {
 		}
 		lin = append(lin, p.ref())
 	}
-	x.lineage, x.linStamps, x.linBuilt = lin, stamps, true
+	x.lin.refs, x.lin.stamps, x.lin.built = lin, stamps, true
 	return lin
 }
 
 // linValid reports whether x's cached lineage still matches x and its
 // ancestors.
 func (t *Table) linValid(x *entry) bool {
-	if !x.linBuilt {
+	if x.lin == nil || !x.lin.built {
 		return false
 	}
+	stamps := x.lin.stamps
 	i := 0
 	for p := x; p != nil && i < t.opts.AncestryDepth; p = p.parent {
-		if i >= len(x.linStamps) || x.linStamps[i] != p.stamp {
+		if i >= len(stamps) || stamps[i] != p.stamp {
 			return false
 		}
 		i++
-		if p.removed {
+		if p.removed() {
 			return true
 		}
 	}
-	return i == len(x.linStamps)
+	return i == len(stamps)
 }
 
 // enrich fills what ev lacks from e and sets Parent and Ancestry.
 func (t *Table) enrich(ev *event.Event, e *entry) {
-	p, q := &ev.Process, &e.p
+	p, m, pl := &ev.Process, e.img, &e.place.v
 	if p.StartTime == 0 {
-		p.StartTime = q.StartTime
+		p.StartTime = e.startTime
 	}
 	if p.PPID == 0 {
-		p.PPID = q.PPID
+		p.PPID = int(e.ppid)
 	}
 	if p.Comm == "" {
-		p.Comm = q.Comm
+		p.Comm = e.comm.v
 	}
 	if p.Exe == "" {
-		p.Exe = q.Exe
+		p.Exe = m.exe
 		if p.ExeInode == 0 {
-			p.ExeInode, p.ExeDev = q.ExeInode, q.ExeDev
+			p.ExeInode, p.ExeDev = m.inode, m.dev
 		}
-		p.ExeUpperLayer = p.ExeUpperLayer || q.ExeUpperLayer
-		p.ExeMemfd = p.ExeMemfd || q.ExeMemfd
-		p.ExeDeleted = p.ExeDeleted || q.ExeDeleted
+		p.ExeUpperLayer = p.ExeUpperLayer || m.flags&imgUpperLayer != 0
+		p.ExeMemfd = p.ExeMemfd || m.flags&imgMemfd != 0
+		p.ExeDeleted = p.ExeDeleted || m.flags&imgDeleted != 0
 	}
 	if p.Args == nil {
-		p.Args, p.ArgsTruncated = q.Args, q.ArgsTruncated
+		p.Args, p.ArgsTruncated = m.args, m.flags&imgArgsTruncated != 0
 	}
 	if p.Cwd == "" {
-		p.Cwd = q.Cwd
+		p.Cwd = pl.cwd
 	}
 	if p.Cgroup == "" {
-		p.Cgroup = q.Cgroup
+		p.Cgroup = pl.cgroup
 	}
 	if p.CgroupID == 0 {
-		p.CgroupID = q.CgroupID
+		p.CgroupID = pl.cgroupID
 	}
-	if p.User == "" && p.UID == q.UID {
-		p.User = q.User
+	if cr := &e.cred.v; p.User == "" && p.UID == cr.uid {
+		p.User = cr.user
 	}
 	if p.MntNS == 0 {
-		p.MntNS = q.MntNS
+		p.MntNS = pl.mntNS
 	}
 	if p.PidNS == 0 {
-		p.PidNS = q.PidNS
+		p.PidNS = pl.pidNS
 	}
 	if p.NetNS == 0 {
-		p.NetNS = q.NetNS
+		p.NetNS = pl.netNS
 	}
 	if anc := t.ancestry(e); len(anc) > 0 {
 		ev.Ancestry = anc

@@ -241,6 +241,25 @@ func TestApply(t *testing.T) {
 			},
 		},
 		{
+			name: "an exited process reports when it exited",
+			run: func(t *testing.T, tb *Table, clk *clock) {
+				apply(tb, snapshot(1, 0, 1, "/sbin/init"), fork(1, 1, 2, 2), fork(1, 1, 3, 3))
+				reported := time.Date(2026, 11, 25, 11, 59, 58, 123456789, time.UTC)
+				ex := exit(2, 2)
+				ex.Time = reported
+				apply(tb, ex, exit(3, 3)) // no time: the table's clock
+				if in, ok := tb.Lookup(event.MakeKey(2, start(2))); !ok || !in.Exited || !in.ExitTime.Equal(reported) {
+					t.Fatalf("exit time = %v (found %v, exited %v), want the reported %v", in.ExitTime, ok, in.Exited, reported)
+				}
+				if in, _ := tb.Lookup(event.MakeKey(3, start(3))); !in.ExitTime.Equal(clk.Now()) {
+					t.Fatalf("exit time of an exit event without a time = %v, want the clock's %v", in.ExitTime, clk.Now())
+				}
+				if in, _ := tb.Lookup(event.MakeKey(1, start(1))); in.Exited || !in.ExitTime.IsZero() {
+					t.Fatalf("a live process has exit time %v", in.ExitTime)
+				}
+			},
+		},
+		{
 			name: "exited entries age out after the TTL",
 			opts: Options{ExitedTTL: 30 * time.Second},
 			run: func(t *testing.T, tb *Table, clk *clock) {
