@@ -117,7 +117,11 @@ func TestTheAuditExtensionRaisesAlertsAtTheHubFromTheLogAndFromTheWebhook(t *tes
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%d alerts of cluster %s in %s", len(as), name, time.Since(start).Round(time.Second))
+		byType := map[string]int{}
+		for _, a := range as {
+			byType[a.Properties.AlertType]++
+		}
+		t.Logf("%d alerts of cluster %s in %s: %v", len(as), name, time.Since(start).Round(time.Second), byType)
 		for _, a := range as {
 			for _, u := range a.Properties.Entities.Extra["user"] {
 				if kcluster.IsClusterComponent(u) || strings.HasPrefix(u, "system:serviceaccount:vigil-system:") {

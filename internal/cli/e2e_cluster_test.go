@@ -108,7 +108,9 @@ func waitFor(t *testing.T, what string, timeout time.Duration, f func() (bool, s
 // pod → alert at the hub naming namespace, pod, container and image; a
 // DaemonSet deleted by hand comes back; verify passes; preflight from the
 // cluster passes and against a wrong address names the failure; extension
-// delete → DaemonSet gone; agent stopped → Offline; disconnect leaves nothing.
+// delete → DaemonSet gone; agent stopped → Offline; an extension asked for
+// meanwhile is installed once the agent is back (Connected); disconnect
+// leaves nothing.
 func TestTheControlPlaneOnARealCluster(t *testing.T) {
 	c := requireCluster(t)
 	vigilImage, busybox := e2eImages(t, c)
@@ -307,6 +309,29 @@ func TestTheControlPlaneOnARealCluster(t *testing.T) {
 		waitFor(t, "Offline", 60*time.Second, func() (bool, string) {
 			st := strings.TrimSpace(mustVigil(t, "cluster", "show", "--name", name, "--resource-group", "e2e", "--query", "connectivityStatus", "-o", "tsv"))
 			return st == "Offline", st
+		})
+	})
+
+	step(t, "an extension asked for while Offline is installed once the agent is back and the cluster Connected", func(t *testing.T) {
+		out, errs, code := vigil(t, append(append([]string{"extension", "create"}, ext...), "--extension-type", "vigil.sensor", "--no-wait", "-o", "json")...)
+		if code != 0 {
+			t.Fatalf("extension create while Offline exit %d:\n%s%s", code, errs, out)
+		}
+		sc, err := c.kc.Kube.AppsV1().Deployments("vigil-system").GetScale(ctx, "vigil-agent", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc.Spec.Replicas = 1
+		if _, err := c.kc.Kube.AppsV1().Deployments("vigil-system").UpdateScale(ctx, "vigil-agent", sc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "Connected again", 90*time.Second, func() (bool, string) {
+			st := strings.TrimSpace(mustVigil(t, "cluster", "show", "--name", name, "--resource-group", "e2e", "--query", "connectivityStatus", "-o", "tsv"))
+			return st == "Connected", st
+		})
+		waitFor(t, "the extension Succeeded", 3*time.Minute, func() (bool, string) {
+			st := strings.TrimSpace(mustVigil(t, append(append([]string{"extension", "show"}, ext...), "--query", "provisioningState", "-o", "tsv")...))
+			return st == "Succeeded", st
 		})
 	})
 
