@@ -51,6 +51,11 @@ func ProcessCPU(pid int) (time.Duration, error) {
 type Memory struct {
 	RSSKiB  uint64 `json:"vm_rss_kib"` // VmRSS: resident now
 	PeakKiB uint64 `json:"vm_hwm_kib"` // VmHWM: the peak resident set
+	// AnonKiB and FileKiB split VmRSS: RssAnon (heap, stacks) and RssFile
+	// (the binary's text and data pages in use); 0 when the kernel does
+	// not report them.
+	AnonKiB uint64 `json:"rss_anon_kib,omitempty"`
+	FileKiB uint64 `json:"rss_file_kib,omitempty"`
 }
 
 func parseStatus(status []byte) (Memory, error) {
@@ -59,7 +64,7 @@ func parseStatus(status []byte) (Memory, error) {
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {
 		key, val, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (key != "VmRSS" && key != "VmHWM") {
+		if !ok || (key != "VmRSS" && key != "VmHWM" && key != "RssAnon" && key != "RssFile") {
 			continue
 		}
 		f := strings.Fields(val)
@@ -70,12 +75,18 @@ func parseStatus(status []byte) (Memory, error) {
 		if err != nil {
 			return m, fmt.Errorf("%s: %w", key, err)
 		}
-		if key == "VmRSS" {
+		switch key {
+		case "VmRSS":
 			m.RSSKiB = v
-		} else {
+			found++
+		case "VmHWM":
 			m.PeakKiB = v
+			found++
+		case "RssAnon":
+			m.AnonKiB = v
+		case "RssFile":
+			m.FileKiB = v
 		}
-		found++
 	}
 	if found != 2 {
 		return m, fmt.Errorf("VmRSS or VmHWM missing from /proc/<pid>/status")

@@ -25,7 +25,8 @@ const (
 	stopTimeout  = 15 * time.Second
 )
 
-// Sensor is one `vigil sensor` the runner started.
+// Sensor is one sensor process the runner started: `vigil-sensor` (the
+// binary the sensor DaemonSet runs) or `vigil sensor`.
 type Sensor struct {
 	log     *slog.Logger
 	cmd     *exec.Cmd
@@ -38,6 +39,17 @@ type Sensor struct {
 	waitErr error
 }
 
+// SensorArgs is the command line that runs the sensor binary bin with
+// flags: vigil-sensor takes them directly, vigil after its sensor command.
+func SensorArgs(bin string, flags ...string) []string {
+	if strings.HasPrefix(filepath.Base(bin), "vigil-sensor") {
+		return flags
+	}
+	return append([]string{"sensor"}, flags...)
+}
+
+// StartSensor starts the sensor binary vigil (see SensorArgs) on eBPF with
+// metrics on a free loopback port and waits until it is healthy.
 func StartSensor(ctx context.Context, log *slog.Logger, vigil, work, ringSize string, withEvents bool, extra []string) (*Sensor, error) {
 	addr, err := freeLoopbackAddr()
 	if err != nil {
@@ -57,7 +69,7 @@ func StartSensor(ctx context.Context, log *slog.Logger, vigil, work, ringSize st
 		return nil, fmt.Errorf("creating the sensor log: %w", err)
 	}
 	defer logf.Close() // the child holds its own copy
-	args := []string{"sensor", "--source", "ebpf", "--metrics-addr", addr, "--ring-size", ringSize}
+	args := SensorArgs(vigil, "--source", "ebpf", "--metrics-addr", addr, "--ring-size", ringSize)
 	if withEvents {
 		args = append(args, "--events-out", s.events)
 	}
@@ -75,7 +87,7 @@ func StartSensor(ctx context.Context, log *slog.Logger, vigil, work, ringSize st
 		s.waitErr = s.cmd.Wait()
 		close(s.exited)
 	}()
-	log.Info("sensor starting", "pid", s.PID, "args", strings.Join(args, " "))
+	log.Info("sensor starting", "pid", s.PID, "binary", vigil, "args", strings.Join(args, " "))
 	if err := s.waitHealthy(ctx); err != nil {
 		_ = s.Stop() // err already says why, with the sensor's log
 		return nil, err

@@ -34,7 +34,7 @@ type Options struct {
 	ConnectDur time.Duration // connect storm per round
 	SyscallDur time.Duration // getppid and read storms per round
 	Gap        time.Duration // pause between storms
-	Vigil      string        // an existing vigil binary; empty: build ./cmd/vigil
+	Vigil      string        // an existing sensor binary (vigil-sensor, or vigil: run as `vigil sensor`); empty: build ./cmd/vigil-sensor
 	Results    string        // directory for the raw JSON (relative to the repository root; empty: none)
 	RingSize   string        // the sensor's --ring-size
 }
@@ -184,8 +184,9 @@ func Run(ctx context.Context, log *slog.Logger, o Options, stdout io.Writer) (*R
 	}
 	vigil := o.Vigil
 	if vigil == "" {
-		vigil = filepath.Join(work, "vigil")
-		if err := GoBuild(ctx, root, vigil, "./cmd/vigil"); err != nil {
+		// The binary the sensor DaemonSet runs.
+		vigil = filepath.Join(work, "vigil-sensor")
+		if err := GoBuildAsDeployed(ctx, root, vigil, "./cmd/vigil-sensor"); err != nil {
 			return nil, err
 		}
 	}
@@ -362,8 +363,26 @@ func ModuleRoot(ctx context.Context) (string, error) {
 }
 
 func GoBuild(ctx context.Context, root, out, pkg string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	return goBuild(ctx, root, out, pkg, false)
+}
+
+// GoBuildAsDeployed builds pkg the way the image's binaries are built
+// (hack/k8s/cmd/cluster image.go): static (CGO_ENABLED=0) and -trimpath.
+// A cgo build would link libc dynamically and measure its pages too.
+func GoBuildAsDeployed(ctx context.Context, root, out, pkg string) error {
+	return goBuild(ctx, root, out, pkg, true)
+}
+
+func goBuild(ctx context.Context, root, out, pkg string, static bool) error {
+	args := []string{"build", "-o", out}
+	if static {
+		args = append(args, "-trimpath")
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
 	cmd.Dir = root
+	if static {
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	}
 	b, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)

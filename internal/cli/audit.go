@@ -29,7 +29,8 @@ import (
 	"github.com/vigil-sec/vigil/internal/event"
 	"github.com/vigil-sec/vigil/internal/outbox"
 	"github.com/vigil-sec/vigil/internal/output"
-	"github.com/vigil-sec/vigil/internal/ship"
+	"github.com/vigil-sec/vigil/internal/sensorcmd"
+	"github.com/vigil-sec/vigil/internal/store"
 )
 
 type auditFlags struct {
@@ -222,7 +223,14 @@ func runAudit(cmd *cobra.Command, g *globalFlags, f *auditFlags) error {
 			return err
 		}
 		sinks = append(sinks, ob)
-		delivery, err = startAuditDelivery(*shipCfg, ob, node, reg, log)
+		mode := "audit-log"
+		if f.listen != "" {
+			mode = "audit-webhook"
+		}
+		health := func() store.SensorHealth {
+			return store.SensorHealth{Component: store.ComponentAudit, SourceMode: mode, Drops: m.Lost(), RuleSetVersion: reloader.Engine().Version(), SensorVersion: version}
+		}
+		delivery, err = startAuditDelivery(*shipCfg, ob, node, health, reg, log)
 		if err != nil {
 			_ = ob.Close()
 			return err
@@ -391,34 +399,21 @@ func serveAuditMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) 
 }
 
 // auditDelivery ships the audit collector's alerts from the outbox to the
-// hub. It sends no sensor health: the hub's health reports describe a
-// node's sensor (source mode ebpf or proc) and an audit collector must not
-// replace them.
+// hub, and reports its health (source mode audit-log or audit-webhook, the
+// audit events it lost, the alerts its outbox dropped): the hub keeps it
+// beside the node's sensor's and raises vigil.audit/ alerts for losses.
 type auditDelivery struct {
-	d *hubDelivery
+	d *sensorcmd.Delivery
 }
 
-func startAuditDelivery(c shipConfig, obx *outbox.Outbox, node string, reg prometheus.Registerer, log *slog.Logger) (*auditDelivery, error) {
-	cfg := c.Config
-	cfg.Node = node
-	cfg.Logger = log
-	cfg.Registerer = reg
-	cfg.UserAgent = "vigil-audit/" + version
-	sh, err := ship.New(cfg, obx)
+func startAuditDelivery(c shipConfig, obx *outbox.Outbox, node string, health func() store.SensorHealth, reg prometheus.Registerer, log *slog.Logger) (*auditDelivery, error) {
+	sc := c.ShipConfig
+	sc.UserAgent = "vigil-audit/" + version
+	d, err := sensorcmd.StartDelivery(sc, obx, node, health, reg, log)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d := &hubDelivery{ob: obx, sh: sh, log: log, cancel: cancel, done: make(chan struct{}), healthD: make(chan struct{})}
-	close(d.healthD)
-	go func() {
-		defer close(d.done)
-		if err := sh.Run(ctx); err != nil {
-			log.Error("shipping audit alerts to the hub stopped", "hub", cfg.URL, "err", err)
-		}
-	}()
-	log.Info("shipping audit alerts to the hub", "hub", cfg.URL, "cluster", cfg.Cluster, "outbox", obx.Dir())
 	return &auditDelivery{d: d}, nil
 }
 
-func (a *auditDelivery) stop() { a.d.stop() }
+func (a *auditDelivery) stop() { a.d.Stop() }

@@ -398,8 +398,8 @@ func TestAuditAlertsReachTheHubNamingThePodAndServiceAccount(t *testing.T) {
 	}
 
 	logPath := filepath.Join(dir, "audit.log")
-	appendLines(t, logPath, raw["a pod's service account asking what it may do with curl is suspicious"])
-	p := startAuditProc(t, "--log", logPath, "--log-state", filepath.Join(dir, "audit.pos"), "--pod-lookup", "off", "--node", "cp-1",
+	appendLines(t, logPath, raw["a pod's service account asking what it may do with curl is suspicious"], `{"kind":"Event","apiVersion":"audit.k8s.io/v1","stage":"ResponseComp`)
+	p := startAuditProc(t, "--health-interval", "1s", "--log", logPath, "--log-state", filepath.Join(dir, "audit.pos"), "--pod-lookup", "off", "--node", "cp-1",
 		"--hub-url", url, "--hub-token-file", filepath.Join(data, "sensor-audithost.token"), "--hub-ca", filepath.Join(data, "tls", "ca.crt"),
 		"--cluster-id", "/subscriptions/default/resourceGroups/local/providers/Vigil.Kubernetes/connectedClusters/audithost",
 		"--outbox-dir", filepath.Join(dir, "outbox"))
@@ -422,6 +422,9 @@ func TestAuditAlertsReachTheHubNamingThePodAndServiceAccount(t *testing.T) {
 				if !slices.Equal(en.Extra["serviceAccount"], []string{"shop/api"}) || !slices.Equal(en.Extra["userAgent"], []string{"curl/8.5.0"}) {
 					t.Errorf("the hub's alert lost the request details: %v", en.Extra)
 				}
+				// The truncated line is a lost audit event: the collector's
+				// health report turns it into a loss alert at the hub.
+				waitAlert(t, env, "vigil.audit/AuditEventsDropped", 30*time.Second)
 				p.mu.Lock()
 				defer p.mu.Unlock()
 				if strings.Contains(p.stderr.String(), "level=ERROR") || strings.Contains(p.stderr.String(), "level=WARN") {
@@ -434,6 +437,25 @@ func TestAuditAlertsReachTheHubNamingThePodAndServiceAccount(t *testing.T) {
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			t.Fatalf("the audit alert did not reach the hub (last list: %v %s); vigil audit stderr:\n%s", err, out, p.stderr.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitAlert waits until the hub (the CLI's signed-in one) lists an alert of
+// the type, and returns it.
+func waitAlert(t *testing.T, env []string, alertType string, timeout time.Duration) alert.Alert {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; {
+		cmd := exec.Command(os.Args[0], "alerts", "list", "-o", "json", "--alert-type", alertType)
+		cmd.Env = env
+		out, err := cmd.Output()
+		var als []alert.Alert
+		if err == nil && json.Unmarshal(out, &als) == nil && len(als) > 0 {
+			return als[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s alert at the hub within %s (last list: %v %s)", alertType, timeout, err, out)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

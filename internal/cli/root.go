@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vigil-sec/vigil/internal/clio"
+	"github.com/vigil-sec/vigil/internal/sensorcmd"
 )
 
 // Version is set at build time (-ldflags -X).
@@ -54,13 +55,12 @@ container and pod, and tells you when something running turns malicious.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text or json")
+	sensorcmd.RegisterLogFlags(root.PersistentFlags(), &g.logLevel, &g.logFormat)
 	// Unknown or malformed flags are usage errors (exit 2).
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return clio.Errorf(clio.ExitUsage, "%v; see `%s --help`", err, c.CommandPath())
 	})
-	root.AddCommand(newUpCmd(g), newSensorCmd(g), newHubCmd(g), newRulesCmd(), newVersionCmd(),
+	root.AddCommand(newUpCmd(g), sensorcmd.Command(version, g.logger), newHubCmd(g), newRulesCmd(), newVersionCmd(),
 		newLoginCmd(), newLogoutCmd(), newAlertsCmd(), newClusterCmd())
 	root.AddCommand(controlPlaneCmds(g)...)
 	root.AddCommand(simulateCmds(g)...)
@@ -69,19 +69,7 @@ container and pod, and tells you when something running turns malicious.`,
 }
 
 func (g *globalFlags) logger(stderr io.Writer) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", g.logLevel)
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch strings.ToLower(g.logFormat) {
-	case "text":
-		return slog.New(slog.NewTextHandler(stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(stderr, opts)), nil
-	default:
-		return nil, fmt.Errorf("--log-format %q: use text or json", g.logFormat)
-	}
+	return sensorcmd.NewLogger(stderr, g.logLevel, g.logFormat)
 }
 
 func newVersionCmd() *cobra.Command {

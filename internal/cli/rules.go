@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -18,12 +16,14 @@ import (
 	"github.com/vigil-sec/vigil/internal/detect"
 	"github.com/vigil-sec/vigil/internal/detectors"
 	"github.com/vigil-sec/vigil/internal/event"
-	"github.com/vigil-sec/vigil/rules"
+	"github.com/vigil-sec/vigil/internal/sensorcmd"
 )
 
-// ruleSource selects the rules a command works on: the embedded defaults
-// (unless --no-default-rules) plus user files and directories, later ones
-// overriding, appending to or disabling earlier ones.
+// ruleSource selects the rules a command works on (see
+// sensorcmd.RuleSource, which implements it for the sensor and these
+// commands alike): the embedded defaults (unless --no-default-rules) plus
+// user files and directories, later ones overriding, appending to or
+// disabling earlier ones.
 type ruleSource struct {
 	paths     []string
 	noDefault bool
@@ -34,80 +34,20 @@ type ruleSource struct {
 }
 
 func (rsrc *ruleSource) flags(cmd *cobra.Command) {
-	cmd.Flags().StringSliceVar(&rsrc.paths, "rules", nil, "rule file or directory (*.yaml) loaded after the defaults (repeatable)")
-	cmd.Flags().BoolVar(&rsrc.noDefault, "no-default-rules", false, "do not load the embedded default catalog")
-	cmd.Flags().StringSliceVar(&rsrc.k8sAPI, "kubernetes-api", nil, "IP address of this cluster's Kubernetes API server or its service (repeatable); appended to the k8s_api_addresses rule list, as is $KUBERNETES_SERVICE_HOST")
+	sensorcmd.RegisterRuleFlags(cmd.Flags(), &rsrc.paths, &rsrc.noDefault, &rsrc.k8sAPI)
 }
 
-// apiAddresses are the Kubernetes API addresses the rules should know:
-// --kubernetes-api values and the environment's KUBERNETES_SERVICE_HOST
-// (set in every pod, so in the sensor's DaemonSet too).
-func (rsrc *ruleSource) apiAddresses() ([]string, error) {
-	var out []string
-	for _, a := range rsrc.k8sAPI {
-		ip, err := netip.ParseAddr(strings.TrimSpace(a))
-		if err != nil {
-			return nil, fmt.Errorf("--kubernetes-api %q: not an IP address; give the API service's ClusterIP or an API server's address (e.g. 10.96.0.1)", a)
-		}
-		out = append(out, ip.Unmap().String())
-	}
-	getenv := rsrc.getenv
-	if getenv == nil {
-		getenv = os.Getenv
-	}
-	if h := getenv("KUBERNETES_SERVICE_HOST"); h != "" {
-		if ip, err := netip.ParseAddr(h); err == nil && !slices.Contains(out, ip.Unmap().String()) {
-			out = append(out, ip.Unmap().String())
-		}
-	}
-	return out, nil
+func (rsrc *ruleSource) shared() *sensorcmd.RuleSource {
+	return &sensorcmd.RuleSource{Paths: rsrc.paths, NoDefault: rsrc.noDefault, KubernetesAPI: rsrc.k8sAPI, Getenv: rsrc.getenv}
 }
 
 // load reads and merges the selected rules.
 func (rsrc *ruleSource) load(extra ...string) (*detect.RuleSet, error) {
-	var rs *detect.RuleSet
-	if !rsrc.noDefault {
-		def, err := detect.LoadFS(rules.FS, "*.yaml")
-		if err != nil {
-			return nil, fmt.Errorf("default rules: %w", err)
-		}
-		rs = def
-	}
-	paths := append(append([]string(nil), rsrc.paths...), extra...)
-	if len(paths) > 0 {
-		user, err := detect.LoadFiles(paths...)
-		if err != nil {
-			return nil, err
-		}
-		if rs == nil {
-			rs = user
-		} else if err := rs.Merge(user); err != nil {
-			return nil, err
-		}
-	}
-	if rs == nil {
-		return nil, fmt.Errorf("no rules: --no-default-rules needs --rules PATH")
-	}
-	addrs, err := rsrc.apiAddresses()
-	if err != nil {
-		return nil, err
-	}
-	// Rule sets without the list (--no-default-rules with rules of one's
-	// own) simply do not use the addresses.
-	if len(addrs) > 0 && slices.ContainsFunc(rs.Lists(), func(l *detect.List) bool { return l.Name == "k8s_api_addresses" }) {
-		if err := rs.AppendList("k8s_api_addresses", "--kubernetes-api/KUBERNETES_SERVICE_HOST", addrs...); err != nil {
-			return nil, err
-		}
-	}
-	return rs, nil
+	return rsrc.shared().Load(extra...)
 }
 
 func (rsrc *ruleSource) engine(extra ...string) (*detect.Engine, error) {
-	rs, err := rsrc.load(extra...)
-	if err != nil {
-		return nil, err
-	}
-	return detect.Compile(rs)
+	return rsrc.shared().Engine(extra...)
 }
 
 func newRulesCmd() *cobra.Command {

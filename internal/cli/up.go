@@ -19,6 +19,7 @@ import (
 	"github.com/vigil-sec/vigil/internal/hubclient"
 	"github.com/vigil-sec/vigil/internal/pki"
 	"github.com/vigil-sec/vigil/internal/sensor"
+	"github.com/vigil-sec/vigil/internal/sensorcmd"
 	"github.com/vigil-sec/vigil/internal/store"
 )
 
@@ -176,7 +177,8 @@ func runUp(cmd *cobra.Command, g *globalFlags, f *upFlags) error {
 		close(sensorDone)
 	} else {
 		sf := upSensorFlags(f, rh, ref, sensorToken)
-		go func() { sensorDone <- runSensor(cmd, g, sf) }()
+		env := sensorcmd.Env{Stdout: cmd.OutOrStdout(), Logger: log, Version: version}
+		go func() { sensorDone <- sensorcmd.Run(ctx, sf, env) }()
 	}
 	select {
 	case <-ctx.Done():
@@ -246,17 +248,14 @@ func heartbeat(ctx context.Context, st store.Store, ref store.ClusterRef, log *s
 	}
 }
 
-// upSensorFlags is `vigil sensor` with defaults, shipping to the local hub.
-func upSensorFlags(f *upFlags, rh *runningHub, ref store.ClusterRef, token string) *sensorFlags {
-	return &sensorFlags{
-		source: f.source, ringSize: "4MiB", argvMax: 4096, fileEvents: f.fileEvts, networkEvents: true,
-		threatIntel: f.threatIntel,
-		kube:        kubeMetaFlags{mode: "auto", wait: 10 * time.Second},
-		hub: hubShipFlags{
-			url: rh.URL, token: token, caPEM: rh.CAPEM, clusterID: auth.ClusterID(ref),
-			outboxDir: filepath.Join(f.hub.dataDir, "outbox"), outboxMax: "64MiB", healthInterval: 30 * time.Second,
-		},
-	}
+// upSensorFlags is `vigil sensor` with its defaults, shipping to the local
+// hub.
+func upSensorFlags(f *upFlags, rh *runningHub, ref store.ClusterRef, token string) *sensorcmd.Flags {
+	sf := sensorcmd.DefaultFlags()
+	sf.Source, sf.FileEvents, sf.ThreatIntel = f.source, f.fileEvts, f.threatIntel
+	sf.Hub.URL, sf.Hub.Token, sf.Hub.CAPEM, sf.Hub.ClusterID = rh.URL, token, rh.CAPEM, auth.ClusterID(ref)
+	sf.Hub.OutboxDir = filepath.Join(f.hub.dataDir, "outbox")
+	return &sf
 }
 
 func printUp(w io.Writer, rh *runningHub, ref store.ClusterRef, admin, cliPath, caPath string) {

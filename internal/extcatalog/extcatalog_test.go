@@ -56,8 +56,11 @@ func TestTheSensorRendersADaemonSetThatShipsToTheHubWithItsToken(t *testing.T) {
 		t.Fatalf("first object %s, want Namespace vigil-system (applied first)", r.Objects[0].GetKind())
 	}
 	c := sensorContainer(t, r)
+	if cmd := toStrings(c["command"]); len(cmd) != 1 || cmd[0] != "/vigil-sensor" {
+		t.Errorf("sensor command %v, want the lean /vigil-sensor", cmd)
+	}
 	args := strings.Join(toStrings(c["args"]), " ")
-	for _, want := range []string{"sensor", "--hub-url=https://10.0.0.5:8443", "--cluster-id=" + target.ClusterID, "--hub-token-file=", "--hub-ca="} {
+	for _, want := range []string{"--hub-url=https://10.0.0.5:8443", "--cluster-id=" + target.ClusterID, "--hub-token-file=", "--hub-ca="} {
 		if !strings.Contains(args, want) {
 			t.Errorf("sensor args %q lack %q", args, want)
 		}

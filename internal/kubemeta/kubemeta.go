@@ -12,6 +12,10 @@
 // missing, and Wait blocks (bounded by its context) until it arrives, so
 // an alert never leaves the node with an empty pod because its container
 // was quicker than the API server.
+//
+// It talks to the API server with net/http and a few JSON types (Client,
+// InClusterClient, KubeconfigClient), not client-go: the sensor binary
+// links no Kubernetes client library (issue 8, P6).
 package kubemeta
 
 import (
@@ -24,19 +28,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/vigil-sec/vigil/internal/event"
 )
 
 // Config configures a Cache.
 type Config struct {
-	// Client talks to the API server (in a pod: rest.InClusterConfig).
-	Client kubernetes.Interface
+	// Client talks to the API server (in a pod: InClusterClient).
+	Client *Client
 	// Node is the node whose pods are watched (the Kubernetes node name,
 	// e.g. from the downward API's spec.nodeName).
 	Node string
@@ -47,8 +46,6 @@ type Config struct {
 	// Linger keeps a deleted pod's metadata this long, for alerts about
 	// its last moments that arrive late (default 2 minutes).
 	Linger time.Duration
-	// Resync is the informer's resync period (default 0: none).
-	Resync time.Duration
 }
 
 // Cache is the node's pod metadata. It is safe for concurrent use.
@@ -56,18 +53,18 @@ type Cache struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.RWMutex
-	byUID    map[string]*podMeta
-	byID     map[string]containerMeta // container id (no runtime prefix) → name, image, pod
-	changed  chan struct{}            // closed (and replaced) on every change
-	synced   bool
-	gone     map[string]time.Time // pod uid → when it was deleted
-	informer cache.SharedIndexInformer
+	mu      sync.RWMutex
+	byUID   map[string]*podMeta
+	byID    map[string]containerMeta // container id (no runtime prefix) → name, image, pod
+	changed chan struct{}            // closed (and replaced) on every change
+	synced  bool
+	gone    map[string]time.Time // pod uid → when it was deleted
 
 	pods     prometheus.GaugeFunc
 	lookups  *prometheus.CounterVec
 	waited   prometheus.Histogram
 	watchErr prometheus.Counter
+	relists  prometheus.Counter
 }
 
 type podMeta struct {
@@ -120,6 +117,10 @@ func New(cfg Config) (*Cache, error) {
 			Name: "vigil_sensor_kube_watch_errors_total",
 			Help: "Errors of the pod list/watch against the API server (it retries with backoff).",
 		}),
+		relists: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_sensor_kube_relists_total",
+			Help: "Times the node's pods were listed again because the watch's resource version had expired (410 Gone).",
+		}),
 	}
 	c.pods = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "vigil_sensor_kube_pods", Help: "Pods of this node whose metadata the sensor holds.",
@@ -129,70 +130,13 @@ func New(cfg Config) (*Cache, error) {
 		return float64(len(c.byUID))
 	})
 	if cfg.Registerer != nil {
-		for _, m := range []prometheus.Collector{c.pods, c.lookups, c.waited, c.watchErr} {
+		for _, m := range []prometheus.Collector{c.pods, c.lookups, c.waited, c.watchErr, c.relists} {
 			if err := cfg.Registerer.Register(m); err != nil {
 				return nil, fmt.Errorf("kubemeta: register metrics: %w", err)
 			}
 		}
 	}
-	selector := fields.OneTermEqualSelector("spec.nodeName", cfg.Node).String()
-	lw := cache.NewFilteredListWatchFromClient(cfg.Client.CoreV1().RESTClient(), "pods", metav1.NamespaceAll,
-		func(o *metav1.ListOptions) { o.FieldSelector = selector })
-	c.informer = cache.NewSharedIndexInformer(lw, &corev1.Pod{}, cfg.Resync, cache.Indexers{})
-	// Keep only what the sensor uses: managed fields and annotations of
-	// every pod of the node would otherwise stay in memory.
-	if err := c.informer.SetTransform(func(o any) (any, error) {
-		if p, ok := o.(*corev1.Pod); ok {
-			p.ManagedFields = nil
-			p.Annotations = nil
-		}
-		return o, nil
-	}); err != nil {
-		return nil, fmt.Errorf("kubemeta: %w", err)
-	}
-	if err := c.informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-		c.watchErr.Inc()
-		c.log.Warn("watching this node's pods failed; retrying (alerts of new pods may lack pod names until it works)",
-			"node", cfg.Node, "err", err)
-	}); err != nil {
-		return nil, fmt.Errorf("kubemeta: %w", err)
-	}
-	if _, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { c.upsert(o) },
-		UpdateFunc: func(_, o any) { c.upsert(o) },
-		DeleteFunc: func(o any) { c.remove(o) },
-	}); err != nil {
-		return nil, fmt.Errorf("kubemeta: %w", err)
-	}
 	return c, nil
-}
-
-// Run watches the node's pods until ctx is done. It logs once the first
-// list arrived.
-func (c *Cache) Run(ctx context.Context) {
-	go func() {
-		if cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
-			c.mu.Lock()
-			c.synced = true
-			n := len(c.byUID)
-			c.broadcastLocked()
-			c.mu.Unlock()
-			c.log.Info("pod metadata of this node loaded", "node", c.cfg.Node, "pods", n)
-		}
-	}()
-	go func() {
-		t := time.NewTicker(c.cfg.Linger / 4)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				c.expire(now)
-			}
-		}
-	}()
-	c.informer.RunWithContext(ctx)
 }
 
 // Synced reports whether the first list of the node's pods arrived.
@@ -202,14 +146,10 @@ func (c *Cache) Synced() bool {
 	return c.synced
 }
 
-func (c *Cache) upsert(o any) {
-	p, ok := o.(*corev1.Pod)
-	if !ok {
-		return
-	}
+func (c *Cache) upsert(p *pod) {
 	m := &podMeta{
-		uid: string(p.UID), name: p.Name, namespace: p.Namespace,
-		labels: p.Labels, workload: workloadOf(p),
+		uid: p.Metadata.UID, name: p.Metadata.Name, namespace: p.Metadata.Namespace,
+		labels: p.Metadata.Labels, workload: workloadOf(p),
 	}
 	for _, ct := range p.Spec.Containers {
 		m.specs = append(m.specs, containerSpec{ct.Name, ct.Image})
@@ -218,7 +158,7 @@ func (c *Cache) upsert(o any) {
 	defer c.mu.Unlock()
 	c.byUID[m.uid] = m
 	delete(c.gone, m.uid)
-	for i, list := range [][]corev1.ContainerStatus{p.Status.ContainerStatuses, p.Status.InitContainerStatuses, p.Status.EphemeralContainerStatuses} {
+	for i, list := range [][]containerStatus{p.Status.ContainerStatuses, p.Status.InitContainerStatuses, p.Status.EphemeralContainerStatuses} {
 		for _, st := range list {
 			if id := stripRuntime(st.ContainerID); id != "" {
 				if i == 0 {
@@ -235,17 +175,10 @@ func (c *Cache) upsert(o any) {
 	c.broadcastLocked()
 }
 
-func (c *Cache) remove(o any) {
-	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
-		o = d.Obj
-	}
-	p, ok := o.(*corev1.Pod)
-	if !ok {
-		return
-	}
+func (c *Cache) remove(p *pod) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gone[string(p.UID)] = time.Now()
+	c.gone[p.Metadata.UID] = time.Now()
 }
 
 // expire forgets pods deleted more than Linger ago.
@@ -365,7 +298,7 @@ func stripRuntime(id string) string {
 	return id
 }
 
-func specImage(p *corev1.Pod, name string) string {
+func specImage(p *pod, name string) string {
 	for _, ct := range p.Spec.Containers {
 		if ct.Name == name {
 			return ct.Image
@@ -391,17 +324,17 @@ var cronJobJob = regexp.MustCompile(`^(.+)-[0-9]{8,}$`)
 // the controller chain Kubernetes' own controllers create (ReplicaSet →
 // Deployment, Job → CronJob) by their naming conventions, without extra
 // API calls. A pod nobody controls is Pod/<name>.
-func workloadOf(p *corev1.Pod) string {
-	ref := metav1.GetControllerOf(p)
+func workloadOf(p *pod) string {
+	ref := p.controller()
 	if ref == nil {
-		return "Pod/" + p.Name
+		return "Pod/" + p.Metadata.Name
 	}
 	switch ref.Kind {
 	case "ReplicaSet":
-		if h := p.Labels["pod-template-hash"]; h != "" && strings.HasSuffix(ref.Name, "-"+h) {
+		if h := p.Metadata.Labels["pod-template-hash"]; h != "" && strings.HasSuffix(ref.Name, "-"+h) {
 			return "Deployment/" + strings.TrimSuffix(ref.Name, "-"+h)
 		}
-		if m := replicaSetOfDeployment.FindStringSubmatch(ref.Name); m != nil && p.Labels["pod-template-hash"] != "" {
+		if m := replicaSetOfDeployment.FindStringSubmatch(ref.Name); m != nil && p.Metadata.Labels["pod-template-hash"] != "" {
 			return "Deployment/" + m[1]
 		}
 	case "Job":

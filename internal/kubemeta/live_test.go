@@ -25,7 +25,11 @@ func TestAPodOfThisNodeIsDescribedFromTheAPIServer(t *testing.T) {
 	ns := c.Namespace(t, "kubemeta")
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	cache, err := New(Config{Client: c.Client, Node: c.NodeName, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	client, err := KubeconfigClient(c.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := New(Config{Client: client, Node: c.NodeName, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,11 +8,15 @@
 //
 // What each item runs:
 //
-//	P1, P2, P3 (4 MiB ring), P8  bench/sidebyside: storms with and without `vigil sensor`, side by side
-//	P3 (forced overflow)         `vigil sensor --ring-size 4KiB` + exec storms: drops vs kernel − delivered
+//	P1, P2, P3 (4 MiB ring), P8  bench/sidebyside: storms with and without `vigil-sensor`, side by side
+//	P3 (forced overflow)         `vigil-sensor --ring-size 4KiB` + exec storms: drops vs kernel − delivered
 //	P4                           go test -run '^$' -bench CatalogOnRecorded -benchmem -cpu 1 ./rules
 //	P5                           go test -run '^$' -bench ExecInAContainer -benchtime Nx ./bench/latency
-//	P6                           `vigil sensor` with 10,000 live processes, then 1,000,000 short-lived ones
+//	P6                           `vigil-sensor` idle, with 10,000 live processes, then 1,000,000 short-lived ones
+//
+// The sensor measured is vigil-sensor (./cmd/vigil-sensor), the binary the
+// sensor DaemonSet runs; P5 runs `vigil up`-style hub and sensor from vigil.
+//
 //	P7                           go test -run '^$' -bench 'Ingest|Heartbeat' ./internal/hub ./internal/store/{sqlite,postgres}
 //
 // A goal that is missed says NO; an item that could not be measured says
@@ -57,6 +61,7 @@ type options struct {
 	quick      bool
 	only       []string
 	vigil      string
+	sensor     string
 	results    string
 	pairs      int           // side-by-side rounds
 	count      int           // -count of the Go benchmarks
@@ -77,7 +82,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: fewer repetitions and 100,000 instead of 1,000,000 short-lived processes for P6")
 	fs.StringVar(&only, "only", "", "comma-separated items to run, e.g. P4,P7 (default: all)")
-	fs.StringVar(&o.vigil, "vigil", "", "use this vigil binary instead of building ./cmd/vigil")
+	fs.StringVar(&o.vigil, "vigil", "", "use this vigil binary instead of building ./cmd/vigil (P5)")
+	fs.StringVar(&o.sensor, "sensor", "", "use this sensor binary instead of building ./cmd/vigil-sensor (P1/P2/P3/P6/P8); a vigil binary is run as `vigil sensor`")
 	fs.StringVar(&o.results, "results", "bench/results", "directory for the raw JSON results (relative to the repository root; empty: none)")
 	fs.IntVar(&o.pairs, "pairs", 0, "side-by-side rounds per mode for P1/P2/P3/P8 (default 10, -quick 3)")
 	fs.IntVar(&o.count, "count", 0, "repetitions (go test -count) of the P4 and P7 benchmarks (default 5, -quick 3)")
@@ -174,10 +180,19 @@ func run(ctx context.Context, log *slog.Logger, args []string, stdout io.Writer)
 		return nil, err
 	}
 	vigil := o.vigil
-	if vigil == "" {
+	if vigil == "" && o.runs("P5") {
 		vigil = filepath.Join(work, "vigil")
 		log.Info("building vigil", "out", vigil)
 		if err := sidebyside.GoBuild(ctx, root, vigil, "./cmd/vigil"); err != nil {
+			return nil, err
+		}
+	}
+	// The sensor as deployed: the lean vigil-sensor binary, static.
+	sensorBin := o.sensor
+	if sensorBin == "" {
+		sensorBin = filepath.Join(work, "vigil-sensor")
+		log.Info("building vigil-sensor", "out", sensorBin)
+		if err := sidebyside.GoBuildAsDeployed(ctx, root, sensorBin, "./cmd/vigil-sensor"); err != nil {
 			return nil, err
 		}
 	}
@@ -187,7 +202,7 @@ func run(ctx context.Context, log *slog.Logger, args []string, stdout io.Writer)
 		Date:       time.Now().UTC().Format(time.RFC3339), Kernel: sidebyside.KernelRelease(), CPUs: sidebyside.NumCPU(),
 		Options: map[string]any{"quick": o.quick, "only": o.only, "pairs": o.pairs, "count": o.count, "benchtime": o.benchtime,
 			"containers": o.containers, "p5_count": o.p5reps, "overflows": o.overflows, "overflow_storm": o.overflowD.String(),
-			"live": o.live, "short_lived": o.shortLived, "checkpoints": o.checkpts},
+			"live": o.live, "short_lived": o.shortLived, "checkpoints": o.checkpts, "sensor_binary": filepath.Base(sensorBin)},
 		Errors: map[string]string{}, Raw: map[string]any{},
 	}
 	fail := func(item string, err error) {
@@ -199,7 +214,7 @@ func run(ctx context.Context, log *slog.Logger, args []string, stdout io.Writer)
 
 	if o.runs("P1") || o.runs("P2") || o.runs("P3") || o.runs("P8") {
 		step("P1/P2/P3/P8 side by side")
-		res, err := sidebyside.Run(ctx, log, sidebyside.Options{Quick: o.quick, Pairs: o.pairs, Vigil: vigil}, nil)
+		res, err := sidebyside.Run(ctx, log, sidebyside.Options{Quick: o.quick, Pairs: o.pairs, Vigil: sensorBin}, nil)
 		if err != nil {
 			fail("P1/P2/P3/P8", err)
 		}
@@ -211,7 +226,7 @@ func run(ctx context.Context, log *slog.Logger, args []string, stdout io.Writer)
 	}
 	if o.runs("P3") {
 		step("P3 forced overflow")
-		storms, err := suite.Overflow(ctx, log, vigil, storm, work, o.overflowD, o.overflows)
+		storms, err := suite.Overflow(ctx, log, sensorBin, storm, work, o.overflowD, o.overflows)
 		rep.Raw["overflow"] = storms
 		if err != nil {
 			fail("P3", err)
@@ -253,7 +268,7 @@ func run(ctx context.Context, log *slog.Logger, args []string, stdout io.Writer)
 		if o.shortLived < 1_000_000 {
 			label += " (not the issue's 1,000,000: -quick or -short-lived)"
 		}
-		r, err := suite.RSS(ctx, log, vigil, storm, work, o.live, o.shortLived, o.checkpts)
+		r, err := suite.RSS(ctx, log, sensorBin, storm, work, o.live, o.shortLived, o.checkpts)
 		rep.Raw["P6"] = r
 		if err != nil {
 			fail("P6", err)
@@ -313,7 +328,8 @@ func writeReport(w io.Writer, rep *report, o options) error {
 	}
 	_, err := fmt.Fprint(w, `
 Ratios are rate with the sensor ÷ rate without it in the same round (rounds alternate); met? judges the median.
-The sensor runs as vigil up runs it (no --events-out, 4 MiB ring, full default catalog) unless a row says otherwise;
+The sensor is vigil-sensor, the binary the DaemonSet runs, started as vigil up runs the sensor (no --events-out,
+4 MiB ring, full default catalog) unless a row says otherwise;
 the other side-by-side configurations are in the raw JSON (and in go run ./bench/cmd/sidebyside).
 `)
 	return err

@@ -1,4 +1,4 @@
-package cli
+package sensorcmd
 
 import (
 	"bufio"
@@ -126,11 +126,11 @@ func (ti threatIntel) appendTo(rs *detect.RuleSet, source string) error {
 	return nil
 }
 
-// loadRulesWithThreatIntel loads the rules of rsrc and appends the
-// indicators of the --threat-intel files, read again at every (re)load so
-// that SIGHUP also picks up an updated feed.
-func loadRulesWithThreatIntel(rsrc *ruleSource, files []string) (*detect.RuleSet, error) {
-	rs, err := rsrc.load()
+// LoadWithThreatIntel loads the rules of r and appends the indicators of
+// the --threat-intel files, read again at every (re)load so that SIGHUP
+// also picks up an updated feed.
+func (r *RuleSource) LoadWithThreatIntel(files []string) (*detect.RuleSet, error) {
+	rs, err := r.Load()
 	if err != nil {
 		return nil, err
 	}
