@@ -58,6 +58,8 @@ type FilePathScratch struct {
 	Ptrs [64]uint64
 	Cnt  uint64
 	Pos  uint64
+	D    uint64
+	M    uint64
 }
 
 type FilePending struct {
@@ -79,12 +81,19 @@ type FilePending struct {
 	Pad2      uint32
 }
 
+type FileTopKey struct {
+	_    structs.HostLayout
+	Name [32]int8
+}
+
 type FileVigilConfig struct {
 	_            structs.HostLayout
 	SelfTgid     uint32
 	CgroupSubsys int32
 	WakeupBytes  uint32
 	ArgvMax      uint32
+	TopFilter    uint32
+	Pad          uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -98,6 +107,7 @@ const (
 	FileMapPathPtrs          = "path_ptrs"
 	FileMapPendingCalls      = "pending_calls"
 	FileMapSensitive         = "sensitive"
+	FileMapSensitiveTop      = "sensitive_top"
 	FileMapVigilCfg          = "vigil_cfg"
 	FileProgEnterChmod       = "enter_chmod"
 	FileProgEnterCreat       = "enter_creat"
@@ -120,8 +130,10 @@ const (
 	FileProgEnterUnlinkat    = "enter_unlinkat"
 	FileProgEnterUnshare     = "enter_unshare"
 	FileProgExitFile         = "exit_file"
+	FileProgExitOpenat       = "exit_openat"
 	FileVarUnusedFileRec     = "unused_file_rec"
 	FileVarUnusedPending     = "unused_pending"
+	FileVarUnusedTopKey      = "unused_top_key"
 )
 
 // LoadFile returns the embedded CollectionSpec for File.
@@ -187,6 +199,7 @@ type FileProgramSpecs struct {
 	EnterUnlinkat    *ebpf.ProgramSpec `ebpf:"enter_unlinkat"`
 	EnterUnshare     *ebpf.ProgramSpec `ebpf:"enter_unshare"`
 	ExitFile         *ebpf.ProgramSpec `ebpf:"exit_file"`
+	ExitOpenat       *ebpf.ProgramSpec `ebpf:"exit_openat"`
 }
 
 // FileMapSpecs contains maps before they are loaded into the kernel.
@@ -200,6 +213,7 @@ type FileMapSpecs struct {
 	PathPtrs     *ebpf.MapSpec `ebpf:"path_ptrs"`
 	PendingCalls *ebpf.MapSpec `ebpf:"pending_calls"`
 	Sensitive    *ebpf.MapSpec `ebpf:"sensitive"`
+	SensitiveTop *ebpf.MapSpec `ebpf:"sensitive_top"`
 	VigilCfg     *ebpf.MapSpec `ebpf:"vigil_cfg"`
 }
 
@@ -209,6 +223,7 @@ type FileMapSpecs struct {
 type FileVariableSpecs struct {
 	UnusedFileRec *ebpf.VariableSpec `ebpf:"unused_file_rec"`
 	UnusedPending *ebpf.VariableSpec `ebpf:"unused_pending"`
+	UnusedTopKey  *ebpf.VariableSpec `ebpf:"unused_top_key"`
 }
 
 // FileObjects contains all objects after they have been loaded into the kernel.
@@ -238,6 +253,7 @@ type FileMaps struct {
 	PathPtrs     *ebpf.Map `ebpf:"path_ptrs"`
 	PendingCalls *ebpf.Map `ebpf:"pending_calls"`
 	Sensitive    *ebpf.Map `ebpf:"sensitive"`
+	SensitiveTop *ebpf.Map `ebpf:"sensitive_top"`
 	VigilCfg     *ebpf.Map `ebpf:"vigil_cfg"`
 }
 
@@ -250,6 +266,7 @@ func (m *FileMaps) Close() error {
 		m.PathPtrs,
 		m.PendingCalls,
 		m.Sensitive,
+		m.SensitiveTop,
 		m.VigilCfg,
 	)
 }
@@ -260,6 +277,7 @@ func (m *FileMaps) Close() error {
 type FileVariables struct {
 	UnusedFileRec *ebpf.Variable `ebpf:"unused_file_rec"`
 	UnusedPending *ebpf.Variable `ebpf:"unused_pending"`
+	UnusedTopKey  *ebpf.Variable `ebpf:"unused_top_key"`
 }
 
 // FilePrograms contains all programs after they have been loaded into the kernel.
@@ -287,6 +305,7 @@ type FilePrograms struct {
 	EnterUnlinkat    *ebpf.Program `ebpf:"enter_unlinkat"`
 	EnterUnshare     *ebpf.Program `ebpf:"enter_unshare"`
 	ExitFile         *ebpf.Program `ebpf:"exit_file"`
+	ExitOpenat       *ebpf.Program `ebpf:"exit_openat"`
 }
 
 func (p *FilePrograms) Close() error {
@@ -312,6 +331,7 @@ func (p *FilePrograms) Close() error {
 		p.EnterUnlinkat,
 		p.EnterUnshare,
 		p.ExitFile,
+		p.ExitOpenat,
 	)
 }
 

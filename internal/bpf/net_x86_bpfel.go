@@ -53,6 +53,8 @@ type NetVigilConfig struct {
 	CgroupSubsys int32
 	WakeupBytes  uint32
 	ArgvMax      uint32
+	TopFilter    uint32
+	Pad          uint32
 }
 
 // Names of all BPF objects in the ELF.

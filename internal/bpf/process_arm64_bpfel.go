@@ -102,6 +102,8 @@ type ProcessPathScratch struct {
 	Ptrs [64]uint64
 	Cnt  uint64
 	Pos  uint64
+	D    uint64
+	M    uint64
 }
 
 type ProcessVigilConfig struct {
@@ -110,6 +112,8 @@ type ProcessVigilConfig struct {
 	CgroupSubsys int32
 	WakeupBytes  uint32
 	ArgvMax      uint32
+	TopFilter    uint32
+	Pad          uint32
 }
 
 // Names of all BPF objects in the ELF.

@@ -67,6 +67,11 @@ type Config struct {
 	CgroupSubsys int32 // v1 controller index (enum cgroup_subsys_id), -1 = cgroup2
 	WakeupBytes  uint32
 	ArgvMax      uint32
+	// TopFilter is 1 when every sensitive prefix's first component is
+	// whole (in the file object's "sensitive_top" map), so read-only
+	// opens elsewhere are dropped before their path is rendered.
+	TopFilter uint32
+	Pad       uint32
 }
 
 // SharedMaps are created once (by the first object loaded) and handed to

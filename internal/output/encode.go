@@ -24,6 +24,73 @@ import (
 // outside [0,9999] or a zone offset of a day or more), which encoding/json
 // rejects too; dst is then returned unextended.
 func AppendEvent(dst []byte, ev *event.Event) ([]byte, error) {
+	return appendEvent(dst, ev, nil)
+}
+
+// Encoder appends events exactly like AppendEvent and remembers the encoded
+// form of the parents and ancestors it wrote: the events of one process
+// repeat the same parent and ancestry, often with long command lines, which
+// then cost a comparison (strings sharing their bytes compare in O(1)) and
+// a copy instead of JSON escaping. The zero value is ready to use; it is
+// not safe for concurrent use. It holds at most refSlots encodings of at
+// most maxRefBytes each.
+type Encoder struct {
+	refs []refSlot
+}
+
+const (
+	refSlots    = 256
+	maxRefBytes = 4096
+)
+
+// refSlot is one remembered ancestor: a copy of the ProcessRef (its Args
+// slice cloned, so a caller reusing its array cannot change the copy) and
+// its encoding.
+type refSlot struct {
+	ref event.ProcessRef
+	enc []byte
+	ok  bool
+}
+
+// AppendEvent is AppendEvent with e's cache of ancestors.
+func (e *Encoder) AppendEvent(dst []byte, ev *event.Event) ([]byte, error) {
+	return appendEvent(dst, ev, e)
+}
+
+// appendRef appends r like appendProcessRef, from e's cache when r equals
+// the remembered ancestor of its slot.
+func (e *Encoder) appendRef(dst []byte, r *event.ProcessRef) []byte {
+	if e == nil {
+		return appendProcessRef(dst, r)
+	}
+	if e.refs == nil {
+		e.refs = make([]refSlot, refSlots)
+	}
+	h := (uint64(r.PID)*0x9e3779b97f4a7c15 ^ r.StartTime) * 0xbf58476d1ce4e5b9
+	s := &e.refs[h>>56%refSlots]
+	if s.ok && sameRef(&s.ref, r) {
+		return append(dst, s.enc...)
+	}
+	start := len(dst)
+	dst = appendProcessRef(dst, r)
+	if enc := dst[start:]; len(enc) <= maxRefBytes {
+		s.ref = *r
+		s.ref.Args = slices.Clone(r.Args)
+		s.enc = append(s.enc[:0], enc...)
+		s.ok = true
+	}
+	return dst
+}
+
+// sameRef reports whether a and b encode alike: every field of
+// event.ProcessRef (TestSameRefComparesEveryProcessRefField fails when a
+// field is added and not compared here).
+func sameRef(a, b *event.ProcessRef) bool {
+	return a.PID == b.PID && a.StartTime == b.StartTime && a.UID == b.UID && a.Exited == b.Exited &&
+		a.Exe == b.Exe && a.Comm == b.Comm && slices.Equal(a.Args, b.Args)
+}
+
+func appendEvent(dst []byte, ev *event.Event, e *Encoder) ([]byte, error) {
 	n0 := len(dst)
 	open := n0
 	dst = append(dst, '{')
@@ -48,7 +115,7 @@ func AppendEvent(dst []byte, ev *event.Event) ([]byte, error) {
 	dst = appendProcess(dst, &ev.Process)
 	if ev.Parent != nil {
 		dst = appendKey(dst, open, `"parent":`)
-		dst = appendProcessRef(dst, ev.Parent)
+		dst = e.appendRef(dst, ev.Parent)
 	}
 	if len(ev.Ancestry) > 0 {
 		dst = appendKey(dst, open, `"ancestry":`)
@@ -57,7 +124,7 @@ func AppendEvent(dst []byte, ev *event.Event) ([]byte, error) {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendProcessRef(dst, &ev.Ancestry[i])
+			dst = e.appendRef(dst, &ev.Ancestry[i])
 		}
 		dst = append(dst, ']')
 	}

@@ -174,6 +174,16 @@ func FuzzAppendEventMatchesEncodingJSON(f *testing.F) {
 		var ev event.Event
 		fl.fill(reflect.ValueOf(&ev).Elem(), "event")
 		requireSameAsEncodingJSON(t, &ev)
+		// The Encoder writes the same, encoding the ancestors and then
+		// copying them from its cache.
+		want, wantErr := AppendEvent(nil, &ev)
+		var enc Encoder
+		for pass := range 2 {
+			got, err := enc.AppendEvent(nil, &ev)
+			if (err != nil) != (wantErr != nil) || !bytes.Equal(got, want) {
+				t.Fatalf("Encoder pass %d wrote %s (%v), AppendEvent %s (%v)", pass, got, err, want, wantErr)
+			}
+		}
 	})
 }
 

@@ -11,15 +11,18 @@ import (
 
 // JSONL writes one event per line (see Lines for buffering, flushing and
 // error semantics). It is safe for concurrent use.
-type JSONL struct{ l *Lines }
+type JSONL struct {
+	l   *Lines
+	enc Encoder // used under l's lock
+}
 
 // NewJSONL writes to w; if w is an io.Closer it is closed by Close.
 func NewJSONL(w io.Writer) *JSONL { return &JSONL{l: NewLines(w, 256<<10, "event")} }
 
-// Write encodes ev as one line, with AppendEvent (what json.Encoder with
+// Write encodes ev as one line, with an Encoder (what json.Encoder with
 // SetEscapeHTML(false) writes).
 func (j *JSONL) Write(ev *event.Event) error {
-	return j.l.Write(func(dst []byte) ([]byte, error) { return AppendEvent(dst, ev) })
+	return j.l.Write(func(dst []byte) ([]byte, error) { return j.enc.AppendEvent(dst, ev) })
 }
 
 // Lines reports how many events were written.

@@ -88,6 +88,10 @@ struct vigil_config {
 	__s32 cgroup_subsys;   /* v1 controller index used for attribution; -1 = cgroup2 (dfl_cgrp) */
 	__u32 wakeup_bytes;    /* wake the reader only once this much data is pending */
 	__u32 argv_max;        /* argv bytes captured per exec (<= ARGV_MAX) */
+	__u32 top_filter;      /* 1: every sensitive prefix has a whole first component, listed
+	                        * in file.bpf.c's sensitive_top (read-only opens elsewhere are
+	                        * dropped before their path is rendered) */
+	__u32 _pad;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -148,10 +152,101 @@ static __always_inline void commit(void *p)
 	bpf_ringbuf_submit(p, wakeup_flags());
 }
 
-/* task_cgroup_id returns the kernfs id of the cgroup vigil attributes by:
- * the configured cgroup v1 controller's cgroup (hybrid hosts, where the v2
- * id is the root for every process) or the default (v2) hierarchy. */
-static __always_inline __u64 task_cgroup_id(struct task_struct *task, struct vigil_config *cfg)
+/* Header fillers. fill_hdr takes a BTF task pointer (a tp_btf argument or
+ * bpf_get_current_task_btf()) and reads it with direct loads: the verifier
+ * turns each into one guarded memory load, where a CO-RE helper read costs a
+ * helper call per field (this header was ~20 of them, most of the fork and
+ * exit programs' time). fill_hdr_untrusted keeps the helper reads for the
+ * cgroup programs, which only have bpf_get_current_task()'s untyped pointer.
+ * Both fill the same fields. */
+
+/* css_of picks cset->subsys[idx] with constant indexes: a direct load's
+ * offset must be known to the verifier. */
+static __always_inline struct cgroup_subsys_state *css_of(struct css_set *cset, __u32 idx)
+{
+	switch (idx) {
+	case 0: return cset->subsys[0];
+	case 1: return cset->subsys[1];
+	case 2: return cset->subsys[2];
+	case 3: return cset->subsys[3];
+	case 4: return cset->subsys[4];
+	case 5: return cset->subsys[5];
+	case 6: return cset->subsys[6];
+	case 7: return cset->subsys[7];
+	case 8: return cset->subsys[8];
+	case 9: return cset->subsys[9];
+	case 10: return cset->subsys[10];
+	case 11: return cset->subsys[11];
+	}
+	return NULL;
+}
+
+/* task_attr_cgroup returns the cgroup vigil attributes by: the configured
+ * cgroup v1 controller's cgroup (hybrid hosts, where the v2 id is the root
+ * for every process) or the default (v2) hierarchy. task is a BTF pointer. */
+static __always_inline struct cgroup *task_attr_cgroup(struct task_struct *task, struct vigil_config *cfg)
+{
+	struct css_set *cset = task->cgroups;
+	if (cfg && cfg->cgroup_subsys >= 0 && cfg->cgroup_subsys < 12) {
+		struct cgroup_subsys_state *css = css_of(cset, (__u32)cfg->cgroup_subsys);
+		if (!css)
+			return NULL;
+		return css->cgroup;
+	}
+	return cset->dfl_cgrp;
+}
+
+/* task_pidns_btf: the inode of the task's own pid namespace
+ * (pid->numbers[pid->level].ns), direct loads for the usual levels. */
+static __always_inline __u32 task_pidns_btf(struct task_struct *task)
+{
+	struct pid *pid = task->thread_pid;
+	unsigned int level = pid->level;
+	struct pid_namespace *ns;
+	if (level == 0) {
+		ns = pid->numbers[0].ns;
+	} else if (level == 1) {
+		ns = pid->numbers[1].ns;
+	} else {
+		struct upid up = {};
+		bpf_core_read(&up, sizeof(up), &pid->numbers[level & 31]);
+		return BPF_CORE_READ(up.ns, ns.inum);
+	}
+	return ns->ns.inum;
+}
+
+/* fill_hdr describes `task`, a BTF pointer. */
+static __always_inline void fill_hdr(struct rec_hdr *h, __u32 type, __u32 size, struct task_struct *task)
+{
+	struct vigil_config *cfg = get_config();
+	h->type = type;
+	h->size = size;
+	h->ts = bpf_ktime_get_boot_ns();
+	h->pid = task->tgid;
+	h->tid = task->pid;
+	h->start_time = task->group_leader->start_boottime;
+	h->ppid = task->real_parent->tgid;
+	const struct cred *cred = task->cred;
+	h->uid = cred->uid.val;
+	h->gid = cred->gid.val;
+	h->euid = cred->euid.val;
+	struct nsproxy *nsp = task->nsproxy;
+	h->mntns = nsp->mnt_ns->ns.inum;
+	h->netns = nsp->net_ns->ns.inum;
+	h->pidns = task_pidns_btf(task);
+	h->_pad = 0;
+	struct cgroup *cg = task_attr_cgroup(task, cfg);
+	h->cgroup_id = cg ? cg->kn->id : 0;
+	/* comm is NUL-terminated and zero-padded by the kernel: two loads. */
+	const __u64 *comm = (const __u64 *)task->comm;
+	__u64 *dst = (__u64 *)h->comm;
+	dst[0] = comm[0];
+	dst[1] = comm[1];
+}
+
+/* task_cgroup_id_untrusted is task_attr_cgroup(...)->kn->id through helper
+ * reads. */
+static __always_inline __u64 task_cgroup_id_untrusted(struct task_struct *task, struct vigil_config *cfg)
 {
 	struct css_set *cset = BPF_CORE_READ(task, cgroups);
 	struct cgroup *cg = NULL;
@@ -169,7 +264,7 @@ static __always_inline __u64 task_cgroup_id(struct task_struct *task, struct vig
 	return BPF_CORE_READ(cg, kn, id);
 }
 
-static __always_inline __u32 task_pidns(struct task_struct *task)
+static __always_inline __u32 task_pidns_untrusted(struct task_struct *task)
 {
 	struct pid *pid = BPF_CORE_READ(task, thread_pid);
 	unsigned int level = BPF_CORE_READ(pid, level);
@@ -178,8 +273,9 @@ static __always_inline __u32 task_pidns(struct task_struct *task)
 	return BPF_CORE_READ(up.ns, ns.inum);
 }
 
-/* fill_hdr describes `task` (normally bpf_get_current_task_btf()). */
-static __always_inline void fill_hdr(struct rec_hdr *h, __u32 type, __u32 size, struct task_struct *task)
+/* fill_hdr_untrusted describes `task`, an untyped pointer
+ * (bpf_get_current_task()). */
+static __always_inline void fill_hdr_untrusted(struct rec_hdr *h, __u32 type, __u32 size, struct task_struct *task)
 {
 	struct vigil_config *cfg = get_config();
 	h->type = type;
@@ -194,9 +290,9 @@ static __always_inline void fill_hdr(struct rec_hdr *h, __u32 type, __u32 size, 
 	h->euid = BPF_CORE_READ(task, cred, euid.val);
 	h->mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
 	h->netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
-	h->pidns = task_pidns(task);
+	h->pidns = task_pidns_untrusted(task);
 	h->_pad = 0;
-	h->cgroup_id = task_cgroup_id(task, cfg);
+	h->cgroup_id = task_cgroup_id_untrusted(task, cfg);
 	BPF_CORE_READ_STR_INTO(&h->comm, task, comm);
 }
 

@@ -109,6 +109,22 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } sensitive SEC(".maps");
 
+/* The first component of every sensitive prefix ("etc" for "/etc/shadow"),
+ * NUL-padded: a read-only open whose resolved path starts with another
+ * component cannot match, and is dropped before its path is rendered.
+ * Used only when vigil_config.top_filter is set (user space clears it when
+ * a prefix ends inside its first component, e.g. "/etc"). */
+#define TOP_LEN 32
+struct top_key {
+	char name[TOP_LEN];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct top_key);
+	__type(value, __u8);
+} sensitive_top SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -132,6 +148,7 @@ struct {
 
 const struct file_rec *unused_file_rec __attribute__((unused));
 const struct pending *unused_pending __attribute__((unused));
+const struct top_key *unused_top_key __attribute__((unused));
 
 static __always_inline int stash(struct pending *p)
 {
@@ -341,7 +358,9 @@ static __always_inline __u64 write_str(char *dst, __u8 kind, long dfd, __u64 ptr
 			*trunc = 1;
 		return clamp(r - 1, STR_CAP);
 	}
-	BPF_CORE_READ_INTO(&root, task, fs, root);
+	struct fs_struct *fs = task->fs;
+	root.dentry = fs->root.dentry;
+	root.mnt = fs->root.mnt;
 	if (kind == STR_FD) {
 		struct file *f = fd_file(task, dfd);
 		if (!f)
@@ -358,8 +377,8 @@ static __always_inline __u64 write_str(char *dst, __u8 kind, long dfd, __u64 ptr
 	if (first != '/') {
 		/* Relative: prefix the directory it is relative to. */
 		if (dfd == AT_FDCWD) {
-			struct dentry *d = BPF_CORE_READ(task, fs, pwd.dentry);
-			struct vfsmount *m = BPF_CORE_READ(task, fs, pwd.mnt);
+			struct dentry *d = fs->pwd.dentry;
+			struct vfsmount *m = fs->pwd.mnt;
 			pos = write_path(dst, d, m, &root, &pf);
 		} else {
 			struct file *f = fd_file(task, dfd);
@@ -399,21 +418,66 @@ static __always_inline int is_sensitive(char *path, __u32 len)
 	return bpf_map_lookup_elem(&sensitive, k) != NULL;
 }
 
-SEC("tracepoint/syscalls/sys_exit")
-int exit_file(struct trace_event_raw_sys_exit *ctx)
+/* top_candidate reports whether the walked path's first component (the
+ * root-most name in ps) is one of the sensitive prefixes' first components.
+ * A path with no component ("/") is a candidate. */
+static __always_inline int top_candidate(struct path_scratch *ps)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct pending *pp = bpf_map_lookup_elem(&pending_calls, &id);
-	if (!pp)
-		return 0;
-	struct pending p = *pp;
-	bpf_map_delete_elem(&pending_calls, &id);
+	__u64 cnt = VOLATILE_READ(ps->cnt);
+	__u64 name = 0;
+	for (__u32 j = 1; j <= 8; j++) {
+		if (j > cnt)
+			break;
+		name = ps->ptrs[(cnt - j) & (PATH_SLOTS - 1)];
+		if (name)
+			break;
+	}
+	if (!name)
+		return 1;
+	struct top_key k = {};
+	bpf_probe_read_kernel_str(k.name, sizeof(k.name), (const void *)name);
+	return bpf_map_lookup_elem(&sensitive_top, &k) != NULL;
+}
 
+#define NOT_SENSITIVE ((__u64)-1)
+
+/* readonly_open_path renders the file a read-only open returned (fd) into
+ * dst like write_str(STR_FD) does, or returns NOT_SENSITIVE when its first
+ * component rules out every sensitive prefix (checked before rendering). */
+static __always_inline __u64 readonly_open_path(char *dst, long fd, __u32 *trunc)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct vigil_config *cfg = get_config();
+	struct path_scratch *ps = path_scratch();
+	struct file *f = fd_file(task, fd);
+	if (!f || !ps)
+		return 0;
+	struct fs_struct *fs = task->fs;
+	struct path root;
+	root.dentry = fs->root.dentry;
+	root.mnt = fs->root.mnt;
+	struct dentry *d = KREAD(struct file, f, f_path.dentry);
+	struct vfsmount *m = KREAD(struct file, f, f_path.mnt);
+	if (!d || !m)
+		return 0;
+	__u32 pf = 0;
+	walk_path(ps, d, m, &root, &pf);
+	if (cfg && cfg->top_filter && !(pf & PATHF_TRUNC) && !top_candidate(ps))
+		return NOT_SENSITIVE;
+	__u64 n = emit_names(dst, ps, &pf);
+	if (pf)
+		*trunc = 1;
+	return clamp(n, STR_CAP);
+}
+
+/* finish_file builds and sends the record of a syscall that returned ret,
+ * from its arguments as stashed at entry (p). */
+static __always_inline int finish_file(long ret, struct pending p)
+{
 	__u32 zero = 0;
 	struct file_rec *r = bpf_map_lookup_elem(&file_scratch, &zero);
 	if (!r)
 		return 0;
-	long ret = ctx->ret;
 	__u16 rflags = 0;
 	__u8 k1 = p.k1;
 	long dfd1 = p.dfd1;
@@ -443,7 +507,13 @@ int exit_file(struct trace_event_raw_sys_exit *ctx)
 
 	__u64 off = 0, n;
 	__u32 t = 0;
-	n = write_str(r->data, k1, dfd1, p.p1, &t);
+	if (check_sensitive && k1 == STR_FD) {
+		n = readonly_open_path(r->data, dfd1, &t);
+		if (n == NOT_SENSITIVE)
+			return 0;
+	} else {
+		n = write_str(r->data, k1, dfd1, p.p1, &t);
+	}
 	if (t)
 		rflags |= FREC_TRUNC1;
 	if (check_sensitive) {
@@ -479,4 +549,45 @@ int exit_file(struct trace_event_raw_sys_exit *ctx)
 	fill_hdr(&r->hdr, p.type, size, bpf_get_current_task_btf());
 	submit(r, size);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit")
+int exit_file(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pending *pp = bpf_map_lookup_elem(&pending_calls, &id);
+	if (!pp)
+		return 0;
+	struct pending p = *pp;
+	bpf_map_delete_elem(&pending_calls, &id);
+	return finish_file(ctx->ret, p);
+}
+
+/* exit_openat replaces the enter_openat + exit_file pair for openat(2), the
+ * most frequent file syscall, on x86-64: at sys_exit the thread's saved
+ * user registers still hold the syscall's arguments (only the return value
+ * register was written), so nothing needs stashing at entry: no sys_enter
+ * program and no pending_calls update, lookup and delete per open. The
+ * strings are read at exit either way. Elsewhere user space keeps the
+ * enter/exit pair and never attaches this program. */
+SEC("tracepoint/syscalls/sys_exit_openat")
+int exit_openat(struct trace_event_raw_sys_exit *ctx)
+{
+#if defined(__TARGET_ARCH_x86)
+	if (is_self())
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (!regs)
+		return 0;
+	/* openat(int dfd, const char *path, int flags, umode_t mode):
+	 * di, si, dx, r10 (the syscall ABI; r10 stands in for rcx). */
+	__u64 flags = regs->dx; /* raw, as sys_enter_openat's args[] carry them */
+	if (flags & O_PATH)
+		return 0;
+	struct pending p = {.sc = SC_OPENAT, .type = REC_OPEN, .k1 = STR_PATH, .dfd1 = (long)(int)regs->di,
+			    .p1 = regs->si, .flags = flags, .arg = regs->r10};
+	return finish_file(ctx->ret, p);
+#else
+	return 0;
+#endif
 }

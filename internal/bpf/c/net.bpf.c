@@ -234,7 +234,7 @@ int BPF_PROG(vigil_inet_sock_set_state, const struct sock *sk, int oldstate, int
 
 static __always_inline void fill_current(struct rec_hdr *h, __u32 type, __u32 size)
 {
-	fill_hdr(h, type, size, (struct task_struct *)bpf_get_current_task());
+	fill_hdr_untrusted(h, type, size, (struct task_struct *)bpf_get_current_task());
 }
 
 /* remember_dns_sender records the current process as the owner of a UDP
@@ -409,6 +409,24 @@ int vigil_dns_egress(struct __sk_buff *skb)
 	__u32 off = 0;
 	__u16 family;
 	__u8 saddr[16] = {}, daddr[16] = {};
+
+	/* This runs for every packet any socket sends (a loopback TCP
+	 * connection is ~6): rule out non-UDP packets with a direct look at the
+	 * linear header before any helper call. A header not in the linear
+	 * part takes the bpf_skb_load_bytes path below. */
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (skb->protocol == bpf_htons(ETH_P_IP_)) {
+		struct ip4h *h4 = data;
+		if ((void *)(h4 + 1) <= data_end && h4->proto != IPPROTO_UDP_)
+			return 1;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6_)) {
+		struct ip6h *h6 = data;
+		if ((void *)(h6 + 1) <= data_end && h6->nexthdr != IPPROTO_UDP_)
+			return 1;
+	} else {
+		return 1;
+	}
 
 	if (skb->protocol == bpf_htons(ETH_P_IP_)) {
 		struct ip4h ip;

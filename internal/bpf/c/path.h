@@ -38,9 +38,11 @@ struct kernfs_node___old {
  * converges to one state instead of forking per path taken. */
 #define PATH_SLOTS 64
 struct path_scratch {
-	__u64 ptrs[PATH_SLOTS]; /* kernel pointers */
+	__u64 ptrs[PATH_SLOTS]; /* name pointers (const char *) */
 	__u64 cnt;
 	__u64 pos;
+	__u64 d; /* write_path: the dentry and struct mount being walked */
+	__u64 m;
 };
 
 struct {
@@ -68,38 +70,43 @@ static __always_inline __u64 clamp(__u64 v, __u64 max)
  * verifier sees an unknown value) instead of forwarding a stored register. */
 #define VOLATILE_READ(x) (*(volatile typeof(x) *)&(x))
 
-static __always_inline struct mount *real_mount(struct vfsmount *vfsmnt)
-{
-	return (struct mount *)((char *)vfsmnt - bpf_core_field_offset(struct mount, mnt));
-}
+/* bpf_rdonly_cast (a kfunc, Linux >= 6.2, that the verifier inlines to
+ * nothing) turns a pointer read with a helper into a read-only BTF pointer,
+ * so the path walks below can use direct loads instead of one helper call
+ * per field. It is declared weak: on older kernels it resolves to 0,
+ * KREAD falls back to BPF_CORE_READ and the verifier drops the unused
+ * branch (its poisoned call is never reached). */
+extern void *bpf_rdonly_cast(const void *obj__ign, __u32 btf_id) __ksym __weak;
+#ifndef bpf_ksym_exists
+#define bpf_ksym_exists(sym) (!!(sym))
+#endif
+#define RDONLY(type, p) ((type *)bpf_rdonly_cast((const void *)(p), bpf_core_type_id_kernel(type)))
 
-#define NAME_DENTRY 0
-#define NAME_KERNFS 1
+/* KREAD(type, p, a, b, ...) reads ((type *)p)->a->b...: direct loads where
+ * the kernel has bpf_rdonly_cast, helper reads elsewhere. */
+#define KREAD(type, p, ...)                                                       \
+	(bpf_ksym_exists(bpf_rdonly_cast) ? RDONLY(type, p)->___arrow(__VA_ARGS__) \
+					  : BPF_CORE_READ((type *)(p), __VA_ARGS__))
 
-/* emit_names writes the names of ps->ptrs[cnt-1..0] root-first into dst as
- * "/a/b/c" ("/" when there are none); returns the length. */
-static __always_inline __u64 emit_names(char *dst, struct path_scratch *ps, int kind, __u32 *flags)
+/* emit_names writes the names ps->ptrs[cnt-1..0] point to root-first into
+ * dst as "/a/b/c" ("/" when there are none); returns the length. */
+static __always_inline __u64 emit_names(char *dst, struct path_scratch *ps, __u32 *flags)
 {
 	ps->pos = 0;
 	for (__u32 j = 0; j < PATH_SLOTS; j++) {
 		__u64 cnt = VOLATILE_READ(ps->cnt);
 		if (j >= cnt)
 			break;
-		__u64 p = ps->ptrs[(cnt - 1 - j) & (PATH_SLOTS - 1)];
-		if (!p)
+		__u64 name = ps->ptrs[(cnt - 1 - j) & (PATH_SLOTS - 1)];
+		if (!name)
 			continue;
 		__u64 pos = VOLATILE_READ(ps->pos) & (PATH_CAP - 1);
 		if (pos > PATH_CAP - NAME_LEN - 1) {
 			*flags |= PATHF_TRUNC;
 			break;
 		}
-		const char *name;
-		if (kind == NAME_KERNFS)
-			name = BPF_CORE_READ((struct kernfs_node *)p, name);
-		else
-			name = (const char *)BPF_CORE_READ((struct dentry *)p, d_name.name);
 		dst[pos] = '/';
-		long r = bpf_probe_read_kernel_str(dst + pos + 1, NAME_LEN, name);
+		long r = bpf_probe_read_kernel_str(dst + pos + 1, NAME_LEN, (const void *)name);
 		ps->pos = pos + (r > 1 ? r : 1);
 	}
 	if (VOLATILE_READ(ps->pos) == 0) {
@@ -110,75 +117,91 @@ static __always_inline __u64 emit_names(char *dst, struct path_scratch *ps, int 
 	return VOLATILE_READ(ps->pos) & (PATH_CAP - 1);
 }
 
-/* write_path renders path {dentry, vfsmnt} relative to root into dst. */
+/* walk_path collects the name pointers of path {dentry, vfsmnt} relative to
+ * root, leaf-first, into ps->ptrs[0..ps->cnt) (0 = a mount crossing);
+ * write_path then renders them root-first into dst with emit_names. Each
+ * field is read with KREAD. The walk's position (ps->d,
+ * ps->m) is kept in the map, not in registers, for the reason given at
+ * struct path_scratch: typed pointers kept in registers across iterations
+ * multiply the verifier's states (over its 1M-instruction limit). */
+static __always_inline void walk_path(struct path_scratch *ps, struct dentry *dentry, struct vfsmount *vfsmnt,
+				      struct path *root, __u32 *flags)
+{
+	__u64 root_d = (__u64)root->dentry;
+	__u64 root_m = (__u64)root->mnt;
+	__u64 mnt_off = bpf_core_field_offset(struct mount, mnt);
+	int i;
+
+	ps->d = (__u64)dentry;
+	ps->m = (__u64)vfsmnt - mnt_off; /* the struct mount holding vfsmnt */
+	/* Each iteration records a component or crosses a mount (slot 0). */
+	ps->cnt = 0;
+	for (i = 0; i < PATH_DEPTH + 8; i++) {
+		ps->ptrs[i & (PATH_SLOTS - 1)] = 0;
+		__u64 d = VOLATILE_READ(ps->d);
+		__u64 m = VOLATILE_READ(ps->m);
+		if (d == root_d && m + mnt_off == root_m)
+			break;
+		__u64 mnt_root = (__u64)KREAD(struct mount, m, mnt.mnt_root);
+		__u64 parent = (__u64)KREAD(struct dentry, d, d_parent);
+		if (d == mnt_root || d == parent) {
+			if (d != mnt_root) {
+				/* A pseudo file (memfd, pipe, ...): its own name. */
+				if (i == 0) {
+					ps->ptrs[0] = (__u64)KREAD(struct dentry, d, d_name.name);
+					i = 1;
+				}
+				break;
+			}
+			__u64 mp = (__u64)KREAD(struct mount, m, mnt_parent);
+			if (mp == m) {
+				/* The global root, or a detached mount. A file that is
+				 * itself the root of a detached mount (runc's read-only
+				 * bind mount of its own binary, lazily unmounted) would
+				 * render as "/": name it by its path within its file
+				 * system instead (/usr/sbin/runc). */
+				if (i == 0 && d != parent) {
+					ps->ptrs[0] = (__u64)KREAD(struct dentry, d, d_name.name);
+					ps->d = parent;
+					continue;
+				}
+				break; /* global root */
+			}
+			ps->d = (__u64)KREAD(struct mount, m, mnt_mountpoint);
+			ps->m = mp;
+			continue;
+		}
+		ps->ptrs[i & (PATH_SLOTS - 1)] = (__u64)KREAD(struct dentry, d, d_name.name);
+		ps->d = parent;
+	}
+	if (i >= PATH_DEPTH + 8)
+		*flags |= PATHF_TRUNC;
+	ps->cnt = i;
+}
+
 static __always_inline __u64 write_path(char *dst, struct dentry *dentry, struct vfsmount *vfsmnt,
 					struct path *root, __u32 *flags)
 {
 	struct path_scratch *ps = path_scratch();
 	if (!ps || !dentry || !vfsmnt)
 		return 0;
-	struct dentry *root_d = BPF_CORE_READ(root, dentry);
-	struct vfsmount *root_m = BPF_CORE_READ(root, mnt);
-	struct mount *mnt = real_mount(vfsmnt);
-	int i;
-
-	/* Each iteration records a component or crosses a mount (slot 0). */
-	ps->cnt = 0;
-	for (i = 0; i < PATH_DEPTH + 8; i++) {
-		ps->ptrs[i & (PATH_SLOTS - 1)] = 0;
-		if (dentry == root_d && vfsmnt == root_m)
-			break;
-		struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
-		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
-		if (dentry == mnt_root || dentry == parent) {
-			if (dentry != mnt_root) {
-				/* A pseudo file (memfd, pipe, ...): its own name. */
-				if (i == 0) {
-					ps->ptrs[0] = (__u64)dentry;
-					i = 1;
-				}
-				break;
-			}
-			struct mount *mp = BPF_CORE_READ(mnt, mnt_parent);
-			if (mp == mnt) {
-				/* The global root, or a detached mount. A file that is
-				 * itself the root of a detached mount (runc's read-only
-				 * bind mount of its own binary, lazily unmounted) would
-				 * render as "/": name it by its path within its file
-				 * system instead (/usr/sbin/runc). */
-				if (i == 0 && dentry != parent) {
-					ps->ptrs[0] = (__u64)dentry;
-					dentry = parent;
-					continue;
-				}
-				break; /* global root */
-			}
-			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
-			mnt = mp;
-			vfsmnt = (struct vfsmount *)((char *)mp + bpf_core_field_offset(struct mount, mnt));
-			continue;
-		}
-		ps->ptrs[i & (PATH_SLOTS - 1)] = (__u64)dentry;
-		dentry = parent;
-	}
-	if (i >= PATH_DEPTH + 8)
-		*flags |= PATHF_TRUNC;
-	ps->cnt = i;
-	return emit_names(dst, ps, NAME_DENTRY, flags);
+	walk_path(ps, dentry, vfsmnt, root, flags);
+	return emit_names(dst, ps, flags);
 }
 
 static __always_inline __u64 write_file_path(char *dst, struct file *f, struct path *root, __u32 *flags)
 {
-	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
-	struct vfsmount *m = BPF_CORE_READ(f, f_path.mnt);
-	return write_path(dst, d, m, root, flags);
+	return write_path(dst, KREAD(struct file, f, f_path.dentry), KREAD(struct file, f, f_path.mnt), root, flags);
 }
 
-static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+static __always_inline __u64 kn_parent(__u64 kn)
 {
+	/* The old layout through a helper only: a direct load would be
+	 * hoisted above the existence check and fail to relocate on new
+	 * kernels. */
 	if (bpf_core_field_exists(((struct kernfs_node___old *)0)->parent))
-		return BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
-	return BPF_CORE_READ(kn, __parent);
+		return (__u64)BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
+	return (__u64)KREAD(struct kernfs_node, kn, __parent);
 }
 
 /* write_kernfs_path renders a cgroup's kernfs node as "/a/b" ("/" for the
@@ -188,45 +211,32 @@ static __always_inline __u64 write_kernfs_path(char *dst, struct kernfs_node *kn
 	struct path_scratch *ps = path_scratch();
 	if (!ps || !kn)
 		return 0;
+	ps->d = (__u64)kn;
 	int i;
 	for (i = 0; i < PATH_DEPTH; i++) {
-		struct kernfs_node *parent = kn_parent(kn);
+		__u64 k = VOLATILE_READ(ps->d);
+		__u64 parent = kn_parent(k);
 		if (!parent)
 			break;
-		ps->ptrs[i & (PATH_SLOTS - 1)] = (__u64)kn;
-		kn = parent;
+		ps->ptrs[i & (PATH_SLOTS - 1)] = (__u64)KREAD(struct kernfs_node, k, name);
+		ps->d = parent;
 	}
 	if (i >= PATH_DEPTH)
 		*flags |= PATHF_TRUNC;
 	ps->cnt = i;
-	return emit_names(dst, ps, NAME_KERNFS, flags);
+	return emit_names(dst, ps, flags);
 }
 
-/* task_attr_cgroup returns the cgroup task_cgroup_id() attributes by. */
-static __always_inline struct cgroup *task_attr_cgroup(struct task_struct *task, struct vigil_config *cfg)
-{
-	struct css_set *cset = BPF_CORE_READ(task, cgroups);
-	if (cfg && cfg->cgroup_subsys >= 0 && cfg->cgroup_subsys < 12) {
-		struct cgroup_subsys_state *css = NULL;
-		__u32 idx = (__u32)cfg->cgroup_subsys & 15;
-		bpf_core_read(&css, sizeof(css), &cset->subsys[idx]);
-		if (!css)
-			return NULL;
-		return BPF_CORE_READ(css, cgroup);
-	}
-	return BPF_CORE_READ(cset, dfl_cgrp);
-}
-
-/* fd_file returns task's open file for fd, or NULL. */
+/* fd_file returns task's (a BTF pointer) open file for fd, or NULL. */
 static __always_inline struct file *fd_file(struct task_struct *task, long fd)
 {
 	if (fd < 0)
 		return NULL;
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	struct fdtable *fdt = task->files->fdt;
+	unsigned int max = fdt->max_fds;
 	if ((unsigned long)fd >= max)
 		return NULL;
-	struct file **arr = BPF_CORE_READ(fdt, fd);
+	struct file **arr = fdt->fd;
 	struct file *f = NULL;
 	bpf_core_read(&f, sizeof(f), &arr[fd]);
 	return f;

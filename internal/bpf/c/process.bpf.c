@@ -83,36 +83,27 @@ static __always_inline int name_is_memfd(const unsigned char *name)
 	       buf[5] == ':';
 }
 
-/* fd_is_inet reports whether fd of the task's table is an IPv4/IPv6
- * socket: what a reverse shell's stdio is (unix sockets, e.g. journald's
- * stdout stream, do not count). */
-static __always_inline int fd_is_inet(struct file **fds, unsigned int max_fds, unsigned int fd)
+/* fd_is_inet reports whether f is an IPv4/IPv6 socket: what a reverse
+ * shell's stdio is (unix sockets, e.g. journald's stdout stream, do not
+ * count). */
+static __always_inline int fd_is_inet(struct file *f_in)
 {
-	struct file *f = NULL;
-	if (fd >= max_fds)
+	if (!f_in)
 		return 0;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	if (!f)
-		return 0;
-	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	umode_t mode = KREAD(struct file, f_in, f_inode, i_mode);
 	if ((mode & S_IFMT) != S_IFSOCK)
 		return 0;
-	struct socket *sock = BPF_CORE_READ(f, private_data);
-	unsigned short family = BPF_CORE_READ(sock, sk, __sk_common.skc_family);
+	void *sock = KREAD(struct file, f_in, private_data);
+	unsigned short family = KREAD(struct socket, sock, sk, __sk_common.skc_family);
 	return family == AF_INET || family == AF_INET6;
 }
 
 static __always_inline __u32 stdio_flags(struct task_struct *task)
 {
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
 	__u32 flags = 0;
-	if (!fds)
-		return 0;
-	if (fd_is_inet(fds, max_fds, 0))
+	if (fd_is_inet(fd_file(task, 0)))
 		flags |= EXEC_STDIN_INET;
-	if (fd_is_inet(fds, max_fds, 1) || fd_is_inet(fds, max_fds, 2))
+	if (fd_is_inet(fd_file(task, 1)) || fd_is_inet(fd_file(task, 2)))
 		flags |= EXEC_STDOUT_INET;
 	return flags;
 }
@@ -129,14 +120,15 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	__u32 pf = 0;
 
 	/* Executable: identity and drift flags. */
-	struct file *file = BPF_CORE_READ(bprm, file);
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
-	struct super_block *sb = BPF_CORE_READ(inode, i_sb);
-	unsigned long magic = BPF_CORE_READ(sb, s_magic);
-	unsigned int nlink = BPF_CORE_READ(inode, __i_nlink);
+	/* bprm and task are BTF pointers: direct loads, no helper calls. */
+	struct file *file = bprm->file;
+	struct inode *inode = file->f_inode;
+	struct super_block *sb = inode->i_sb;
+	unsigned long magic = sb->s_magic;
+	unsigned int nlink = inode->__i_nlink;
 	__u32 flags = 0;
-	r->exe_ino = BPF_CORE_READ(inode, i_ino);
-	r->exe_dev = BPF_CORE_READ(sb, s_dev);
+	r->exe_ino = inode->i_ino;
+	r->exe_dev = sb->s_dev;
 	if (magic == OVERLAYFS_SUPER_MAGIC) {
 		/* struct ovl_inode { ...; struct inode vfs_inode; struct dentry *__upperdentry; } */
 		struct dentry *upper = NULL;
@@ -145,16 +137,17 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 			flags |= EXEC_UPPER;
 	}
 	if (nlink == 0) {
-		const unsigned char *name = BPF_CORE_READ(file, f_path.dentry, d_name.name);
+		const unsigned char *name = file->f_path.dentry->d_name.name;
 		if ((magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC) && name_is_memfd(name))
 			flags |= EXEC_MEMFD;
 		else
 			flags |= EXEC_DELETED;
 	}
 
-	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	struct fs_struct *fs = task->fs;
 	struct path root;
-	BPF_CORE_READ_INTO(&root, fs, root);
+	root.dentry = fs->root.dentry;
+	root.mnt = fs->root.mnt;
 
 	/* exe */
 	__u64 off = 0;
@@ -166,9 +159,9 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	off = VOLATILE_READ(r->exe_len);
 
 	/* argv */
-	struct mm_struct *mm = BPF_CORE_READ(task, mm);
-	unsigned long as = BPF_CORE_READ(mm, arg_start);
-	unsigned long ae = BPF_CORE_READ(mm, arg_end);
+	struct mm_struct *mm = task->mm;
+	unsigned long as = mm->arg_start;
+	unsigned long ae = mm->arg_end;
 	__u64 full = ae > as ? ae - as : 0;
 	__u64 max = cfg && cfg->argv_max ? cfg->argv_max : ARGV_MAX;
 	if (max > ARGV_MAX)
@@ -191,8 +184,8 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	/* cwd */
 	pf = 0;
 	dst = r->data + clamp(off, SECTION_MASK);
-	struct dentry *pwd_d = BPF_CORE_READ(fs, pwd.dentry);
-	struct vfsmount *pwd_m = BPF_CORE_READ(fs, pwd.mnt);
+	struct dentry *pwd_d = fs->pwd.dentry;
+	struct vfsmount *pwd_m = fs->pwd.mnt;
 	n = write_path(dst, pwd_d, pwd_m, &root, &pf);
 	if (pf)
 		flags |= EXEC_CWD_TRUNC;
@@ -206,7 +199,7 @@ int BPF_PROG(vigil_exec, struct task_struct *p, pid_t old_pid, struct linux_binp
 	struct cgroup *cg = task_attr_cgroup(task, cfg);
 	n = 0;
 	if (cg)
-		n = write_kernfs_path(dst, BPF_CORE_READ(cg, kn), &pf);
+		n = write_kernfs_path(dst, cg->kn, &pf);
 	if (pf)
 		flags |= EXEC_CGROUP_TRUNC;
 	n = clamp(n, PATH_CAP);
@@ -225,15 +218,15 @@ SEC("tp_btf/sched_process_fork")
 int BPF_PROG(vigil_fork, struct task_struct *parent, struct task_struct *child)
 {
 	/* Threads share the creator's tgid: only new thread groups count. */
-	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+	if (child->pid != child->tgid)
 		return 0;
 	struct fork_rec *r = reserve(sizeof(*r));
 	if (!r)
 		return 0;
 	fill_hdr(&r->hdr, REC_FORK, sizeof(*r), child);
-	r->parent_pid = BPF_CORE_READ(parent, tgid);
+	r->parent_pid = parent->tgid;
 	r->_pad = 0;
-	r->parent_start_time = BPF_CORE_READ(parent, group_leader, start_boottime);
+	r->parent_start_time = parent->group_leader->start_boottime;
 	commit(r);
 	return 0;
 }
@@ -241,16 +234,16 @@ int BPF_PROG(vigil_fork, struct task_struct *parent, struct task_struct *child)
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(vigil_exit, struct task_struct *p)
 {
-	struct signal_struct *sig = BPF_CORE_READ(p, signal);
+	struct signal_struct *sig = p->signal;
 	/* do_exit() decrements signal->live before this tracepoint: zero
 	 * means this was the last thread of the group. */
-	if (BPF_CORE_READ(sig, live.counter) != 0)
+	if (sig->live.counter != 0)
 		return 0;
 	__u32 code;
-	if (BPF_CORE_READ(sig, flags) & SIGNAL_GROUP_EXIT)
-		code = BPF_CORE_READ(sig, group_exit_code);
+	if (sig->flags & SIGNAL_GROUP_EXIT)
+		code = sig->group_exit_code;
 	else
-		code = BPF_CORE_READ(p, exit_code);
+		code = p->exit_code;
 	struct exit_rec *r = reserve(sizeof(*r));
 	if (!r)
 		return 0;

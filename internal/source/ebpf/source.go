@@ -15,12 +15,16 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	cebpf "github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
@@ -95,7 +99,10 @@ type Source struct {
 	missing   []event.Kind
 	delivered atomic.Uint64
 	dec       decoder
-	netDec    network.Decoder
+	// openatFromRegs: openat is observed by exit_openat alone (see
+	// fileSyscalls).
+	openatFromRegs bool
+	netDec         network.Decoder
 	// events recycles events handed back with Recycle.
 	events    sync.Pool
 	closeOnce sync.Once
@@ -163,6 +170,9 @@ func New(cfg Config) (*Source, error) {
 		WakeupBytes:  uint32(cfg.WakeupBytes),
 		ArgvMax:      uint32(cfg.ArgvMax),
 	}
+	if _, ok := prefixTops(cfg.SensitivePrefixes); ok {
+		bc.TopFilter = 1
+	}
 	if err := shared.Config.Put(uint32(0), bc); err != nil {
 		return nil, fmt.Errorf("ebpf source: writing the BPF configuration: %w", err)
 	}
@@ -223,27 +233,38 @@ var fileKindsList = []event.Kind{
 type fileSyscall struct {
 	name string
 	kind event.Kind
-	prog *cebpf.Program
+	prog *cebpf.Program // sys_enter program; nil: none (exit reads the arguments itself)
+	exit *cebpf.Program // sys_exit program; nil: exit_file (reads what prog stashed)
 }
 
 // fileSyscalls pairs each syscall with its event kind and sys_enter
 // program. Syscalls a given architecture or kernel lacks (open, creat,
 // chmod, ... on arm64; the module syscalls without CONFIG_MODULES) are
 // skipped; a kind none of whose syscalls exist is reported missing.
+//
+// openat, the most frequent of them, has no sys_enter program on amd64
+// kernels with bpf_task_pt_regs (Linux >= 5.15): exit_openat reads its
+// arguments from the saved user registers at exit (see c/file.bpf.c),
+// which saves a hash-map update, lookup and delete per open. Elsewhere
+// openat keeps the enter/exit pair.
 func (s *Source) fileSyscalls() []fileSyscall {
 	f := s.file
+	openat := fileSyscall{"openat", event.KindOpen, f.EnterOpenat, nil}
+	if s.openatFromRegs {
+		openat = fileSyscall{"openat", event.KindOpen, nil, f.ExitOpenat}
+	}
 	return []fileSyscall{
-		{"open", event.KindOpen, f.EnterOpen}, {"creat", event.KindOpen, f.EnterCreat},
-		{"openat", event.KindOpen, f.EnterOpenat}, {"openat2", event.KindOpen, f.EnterOpenat2},
-		{"chmod", event.KindChmod, f.EnterChmod}, {"fchmod", event.KindChmod, f.EnterFchmod},
-		{"fchmodat", event.KindChmod, f.EnterFchmodat}, {"fchmodat2", event.KindChmod, f.EnterFchmodat2},
-		{"unlink", event.KindUnlink, f.EnterUnlink}, {"unlinkat", event.KindUnlink, f.EnterUnlinkat},
-		{"rename", event.KindRename, f.EnterRename}, {"renameat", event.KindRename, f.EnterRenameat},
-		{"renameat2", event.KindRename, f.EnterRenameat2},
-		{"memfd_create", event.KindMemfd, f.EnterMemfdCreate}, {"ptrace", event.KindPtrace, f.EnterPtrace},
-		{"init_module", event.KindModule, f.EnterInitModule}, {"finit_module", event.KindModule, f.EnterFinitModule},
-		{"setns", event.KindSetns, f.EnterSetns}, {"unshare", event.KindUnshare, f.EnterUnshare},
-		{"mount", event.KindMount, f.EnterMount},
+		{"open", event.KindOpen, f.EnterOpen, nil}, {"creat", event.KindOpen, f.EnterCreat, nil},
+		openat, {"openat2", event.KindOpen, f.EnterOpenat2, nil},
+		{"chmod", event.KindChmod, f.EnterChmod, nil}, {"fchmod", event.KindChmod, f.EnterFchmod, nil},
+		{"fchmodat", event.KindChmod, f.EnterFchmodat, nil}, {"fchmodat2", event.KindChmod, f.EnterFchmodat2, nil},
+		{"unlink", event.KindUnlink, f.EnterUnlink, nil}, {"unlinkat", event.KindUnlink, f.EnterUnlinkat, nil},
+		{"rename", event.KindRename, f.EnterRename, nil}, {"renameat", event.KindRename, f.EnterRenameat, nil},
+		{"renameat2", event.KindRename, f.EnterRenameat2, nil},
+		{"memfd_create", event.KindMemfd, f.EnterMemfdCreate, nil}, {"ptrace", event.KindPtrace, f.EnterPtrace, nil},
+		{"init_module", event.KindModule, f.EnterInitModule, nil}, {"finit_module", event.KindModule, f.EnterFinitModule, nil},
+		{"setns", event.KindSetns, f.EnterSetns, nil}, {"unshare", event.KindUnshare, f.EnterUnshare, nil},
+		{"mount", event.KindMount, f.EnterMount, nil},
 	}
 }
 
@@ -251,6 +272,12 @@ func (s *Source) attachFile(shared bpf.SharedMaps) error {
 	spec, err := bpf.LoadFile()
 	if err != nil {
 		return fmt.Errorf("ebpf source: parsing the embedded file object: %w", err)
+	}
+	s.openatFromRegs = runtime.GOARCH == "amd64" && features.HaveProgramHelper(cebpf.TracePoint, asm.FnTaskPtRegs) == nil
+	if !s.openatFromRegs {
+		// exit_openat would not load (no bpf_task_pt_regs) and is not
+		// attached: load a stub in its place.
+		spec.Programs[bpf.FileProgExitOpenat].Instructions = asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
 	}
 	s.file = new(bpf.FileObjects)
 	if err := spec.LoadAndAssign(s.file, shared.Options(spec)); err != nil {
@@ -262,6 +289,15 @@ func (s *Source) attachFile(shared bpf.SharedMaps) error {
 			return err
 		}
 	}
+	if tops, ok := prefixTops(s.cfg.SensitivePrefixes); ok {
+		for _, t := range tops {
+			var key [topLen]byte
+			copy(key[:], t)
+			if err := s.file.SensitiveTop.Put(key, uint8(1)); err != nil {
+				return fmt.Errorf("ebpf source: adding the first component %q of the sensitive prefixes: %w", t, err)
+			}
+		}
+	}
 	// Exit programs first, so no pending entry is left without its reader.
 	attached := make(map[event.Kind]bool)
 	var kinds []event.Kind
@@ -269,10 +305,18 @@ func (s *Source) attachFile(shared bpf.SharedMaps) error {
 		if !slices.Contains(kinds, sc.kind) {
 			kinds = append(kinds, sc.kind)
 		}
-		for i, tp := range []struct {
+		type tracepoint struct {
 			name string
 			prog *cebpf.Program
-		}{{"sys_exit_" + sc.name, s.file.ExitFile}, {"sys_enter_" + sc.name, sc.prog}} {
+		}
+		tps := []tracepoint{{"sys_exit_" + sc.name, s.file.ExitFile}}
+		if sc.exit != nil {
+			tps[0].prog = sc.exit
+		}
+		if sc.prog != nil {
+			tps = append(tps, tracepoint{"sys_enter_" + sc.name, sc.prog})
+		}
+		for i, tp := range tps {
 			l, err := link.Tracepoint("syscalls", tp.name, tp.prog, nil)
 			if errors.Is(err, os.ErrNotExist) {
 				s.log.Debug("ebpf source: syscall tracepoint absent on this kernel/architecture", "tracepoint", tp.name)
@@ -282,7 +326,7 @@ func (s *Source) attachFile(shared bpf.SharedMaps) error {
 				return loadError("attaching tracepoint syscalls/"+tp.name, err)
 			}
 			s.links = append(s.links, l)
-			if i == 1 {
+			if i == len(tps)-1 {
 				attached[sc.kind] = true
 			}
 		}
@@ -294,6 +338,33 @@ func (s *Source) attachFile(shared bpf.SharedMaps) error {
 		}
 	}
 	return nil
+}
+
+// topLen is the size of the BPF sensitive_top key (TOP_LEN in
+// c/file.bpf.c): a first component of at most topLen-1 bytes plus a NUL.
+const topLen = 32
+
+// prefixTops returns the distinct first path components of the sensitive
+// prefixes ("etc" for "/etc/shadow"), which the BPF side uses to drop
+// read-only opens elsewhere before rendering their path. ok is false when
+// that shortcut would miss a match: a prefix that is relative, ends inside
+// its first component ("/etc" also matches "/etcfoo"), or whose first
+// component does not fit the key; then every read-only open is rendered
+// and checked against the prefixes in full.
+func prefixTops(prefixes []string) (tops []string, ok bool) {
+	for _, p := range prefixes {
+		if len(p) < 2 || p[0] != '/' {
+			return nil, false
+		}
+		end := strings.IndexByte(p[1:], '/')
+		if end <= 0 || end > topLen-1 {
+			return nil, false
+		}
+		if t := p[1 : 1+end]; !slices.Contains(tops, t) {
+			tops = append(tops, t)
+		}
+	}
+	return tops, true
 }
 
 // putPrefix adds one sensitive prefix to the LPM trie.

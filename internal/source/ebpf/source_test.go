@@ -287,8 +287,16 @@ func TestFileEvents(t *testing.T) {
 	t.Run("creating a file through a relative path emits open with its absolute path", func(t *testing.T) {
 		sh(t, "echo hi > created")
 		ev := c.waitFor(t, "open", fileEv(event.KindOpen, filepath.Join(dir, "created")))
-		if f := ev.File; !f.Create || !f.Write || !f.Trunc || f.Result < 0 || f.Sensitive {
-			t.Errorf("open = %+v, want create+write+trunc, success", f)
+		if f := ev.File; !f.Create || !f.Write || !f.Trunc || f.Result < 0 || f.Sensitive || f.Mode != 0o666 {
+			t.Errorf("open = %+v, want create+write+trunc with mode 0666 (the shell's), success", f)
+		}
+	})
+
+	t.Run("a failed read of a sensitive path is reported with the path asked for and the error", func(t *testing.T) {
+		sh(t, "cat secret/missing 2>/dev/null; exit 0")
+		ev := c.waitFor(t, "failed sensitive open", fileEv(event.KindOpen, filepath.Join(secret, "missing")))
+		if f := ev.File; !f.Sensitive || f.Write || f.Result != -int(syscall.ENOENT) {
+			t.Errorf("open = %+v, want a sensitive read failing with ENOENT", f)
 		}
 	})
 
@@ -309,6 +317,28 @@ func TestFileEvents(t *testing.T) {
 		settle()
 		if ev := c.find(fileEv(event.KindOpen, filepath.Join(dir, "plain"))); ev != nil {
 			t.Errorf("ordinary read reported: %+v", ev.File)
+		}
+	})
+
+	t.Run("reading a sensitive file through a symlink in another top-level directory emits open with the resolved path", func(t *testing.T) {
+		// The BPF side drops read-only opens whose first path component
+		// no sensitive prefix has (here: only "tmp" has); the link lives
+		// under /var, so this checks it judges the resolved path.
+		linkDir, err := os.MkdirTemp("/var/tmp", "vigil-link-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(linkDir) })
+		link := filepath.Join(linkDir, "innocent")
+		if err := os.Symlink(filepath.Join(secret, "token"), link); err != nil {
+			t.Fatal(err)
+		}
+		pid := sh(t, "exec cat "+link+" >/dev/null")
+		ev := c.waitFor(t, "sensitive open through the symlink", func(e *event.Event) bool {
+			return fileEv(event.KindOpen, filepath.Join(secret, "token"))(e) && e.Process.PID == pid
+		})
+		if !ev.File.Sensitive || ev.File.Write {
+			t.Errorf("open = %+v, want sensitive read", ev.File)
 		}
 	})
 
