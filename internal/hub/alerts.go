@@ -700,7 +700,7 @@ func (s *Server) listRecommendations(w http.ResponseWriter, r *http.Request, p a
 					DisplayName: "Sensor runs without eBPF",
 					Description: fmt.Sprintf("The sensor on node %s of cluster %s runs in %s mode and cannot see: %s.", h.Node, c.Name, h.SourceMode, strings.Join(h.Missing, ", ")),
 					Severity:    alert.SeverityMedium,
-					Remediation: "Run the node on Linux ≥ 5.8 with BTF (/sys/kernel/btf/vmlinux) and give the sensor its privileges; see docs/sensor.md.",
+					Remediation: "Run the node on Linux ≥ 5.11 with BTF (/sys/kernel/btf/vmlinux) and give the sensor its privileges; see docs/sensor.md.",
 				})
 			}
 		}

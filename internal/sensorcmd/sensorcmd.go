@@ -77,7 +77,7 @@ listen, accept, DNS) and file/privilege activity (writes, chmod +x, unlink, rena
 memfd, ptrace, module loads, setns/unshare, mount) through eBPF, attributes every event to its
 process ancestry and container/pod, and writes it out.
 
-Needs Linux >= 5.8 with BTF and root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN). Without eBPF
+Needs Linux >= 5.11 with BTF and root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN). Without eBPF
 (--source proc, or auto when eBPF cannot load) it falls back to the proc connector and says which
 event kinds it cannot see.`
 

@@ -13,7 +13,7 @@ import (
 
 const fallbackHint = "or run with `--source proc`"
 
-// Check verifies the host can run the eBPF source: kernel ≥ 5.8, kernel
+// Check verifies the host can run the eBPF source: kernel ≥ 5.11, kernel
 // BTF, tracefs and the needed capabilities. Its errors say what to do.
 func Check() error {
 	var uts unix.Utsname
@@ -38,11 +38,11 @@ type hostPaths struct {
 }
 
 func check(h hostPaths) error {
-	if major, minor, ok := kernelVersion(h.release); ok && (major < 5 || major == 5 && minor < 8) {
-		return fmt.Errorf("ebpf source: kernel %s is too old: BPF ring buffers need Linux ≥ 5.8 (%s)", h.release, fallbackHint)
+	if major, minor, ok := kernelVersion(h.release); ok && (major < 5 || major == 5 && minor < 11) {
+		return fmt.Errorf("ebpf source: kernel %s is too old: vigil's programs need Linux ≥ 5.11 (BPF ring buffers, bpf_get_current_task_btf) (%s)", h.release, fallbackHint)
 	}
 	if _, err := os.Stat(h.btf); err != nil {
-		return fmt.Errorf("ebpf source: no kernel BTF at %s: needs a kernel built with CONFIG_DEBUG_INFO_BTF (Linux ≥ 5.8) (%s): %w", h.btf, fallbackHint, err)
+		return fmt.Errorf("ebpf source: no kernel BTF at %s: needs a kernel built with CONFIG_DEBUG_INFO_BTF (Linux ≥ 5.11) (%s): %w", h.btf, fallbackHint, err)
 	}
 	if !tracefsMounted(h.tracefs) {
 		return fmt.Errorf("ebpf source: tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` (%s)", fallbackHint)
@@ -108,7 +108,7 @@ func loadError(what string, err error) error {
 	case errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission):
 		return fmt.Errorf("ebpf source: loading %s: permission denied: run as root or grant CAP_BPF and CAP_PERFMON (+CAP_SYS_ADMIN for cgroup hooks) (%s): %w", what, fallbackHint, err)
 	case errors.Is(err, cebpf.ErrNotSupported):
-		return fmt.Errorf("ebpf source: loading %s: not supported by this kernel: vigil needs Linux ≥ 5.8 with BPF ring buffers and BTF (%s): %w", what, fallbackHint, err)
+		return fmt.Errorf("ebpf source: loading %s: not supported by this kernel: vigil needs Linux ≥ 5.11 with BPF ring buffers and BTF (%s): %w", what, fallbackHint, err)
 	}
 	return fmt.Errorf("ebpf source: loading %s: %w (%s)", what, err, fallbackHint)
 }
