@@ -130,12 +130,10 @@ func runAudit(cmd *cobra.Command, g *globalFlags, f *auditFlags) error {
 		return errors.New("--events-out and --alerts-out cannot both be stdout: send one of them to a file")
 	}
 	var shipCfg *shipConfig
-	if f.hub.enabled() {
-		sc, err := f.hub.config()
-		if err != nil {
-			return err
-		}
-		shipCfg = &sc
+	if sc, err := f.hub.ConfigIfEnabled(); err != nil {
+		return err
+	} else if sc != nil {
+		shipCfg = &shipConfig{*sc}
 	}
 	maxLine, err := parseSize(f.maxLine)
 	if err != nil || maxLine < 1024 {

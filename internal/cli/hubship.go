@@ -25,10 +25,6 @@ func (h *hubShipFlags) register(fl *pflag.FlagSet) { h.Register(fl) }
 // enabled reports whether hub delivery was asked for.
 func (h *hubShipFlags) enabled() bool { return h.Enabled() }
 
-func (h *hubShipFlags) config() (shipConfig, error) {
-	c, err := h.Config()
-	return shipConfig{c}, err
-}
 
 // shipConfig is a validated hub delivery configuration.
 type shipConfig struct{ sensorcmd.ShipConfig }

@@ -64,6 +64,18 @@ type ShipConfig struct {
 	Health       time.Duration
 }
 
+// ConfigIfEnabled is Config when hub delivery was asked for, nil otherwise.
+func (h *HubFlags) ConfigIfEnabled() (*ShipConfig, error) {
+	if !h.Enabled() {
+		return nil, nil
+	}
+	c, err := h.Config()
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
 // Config validates the flags and reads the token.
 func (h *HubFlags) Config() (ShipConfig, error) {
 	token := h.Token

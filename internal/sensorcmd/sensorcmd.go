@@ -162,13 +162,9 @@ func Run(ctx context.Context, f *Flags, env Env) error {
 	if f.EventsOut == "" && f.MetricsAddr == "" && f.AlertsOut == "" && !f.Hub.Enabled() {
 		return fmt.Errorf("nothing to report to: pass --hub-url URL, --alerts-out FILE, --events-out FILE (or - for stdout) and/or --metrics-addr ADDR")
 	}
-	var ship *ShipConfig
-	if f.Hub.Enabled() {
-		sc, err := f.Hub.Config()
-		if err != nil {
-			return err
-		}
-		ship = &sc
+	ship, err := f.Hub.ConfigIfEnabled()
+	if err != nil {
+		return err
 	}
 	if f.EventsOut == "-" && f.AlertsOut == "-" {
 		return fmt.Errorf("--events-out and --alerts-out cannot both be stdout: send one of them to a file")
