@@ -25,7 +25,6 @@ func (h *hubShipFlags) register(fl *pflag.FlagSet) { h.Register(fl) }
 // enabled reports whether hub delivery was asked for.
 func (h *hubShipFlags) enabled() bool { return h.Enabled() }
 
-
 // shipConfig is a validated hub delivery configuration.
 type shipConfig struct{ sensorcmd.ShipConfig }
 
