@@ -23,12 +23,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/vigil-sec/vigil/internal/alert"
 	"github.com/vigil-sec/vigil/internal/audit"
 	"github.com/vigil-sec/vigil/internal/detect"
 	"github.com/vigil-sec/vigil/internal/event"
 	"github.com/vigil-sec/vigil/internal/outbox"
-	"github.com/vigil-sec/vigil/internal/output"
 	"github.com/vigil-sec/vigil/internal/sensorcmd"
 	"github.com/vigil-sec/vigil/internal/store"
 )
@@ -166,32 +164,20 @@ func runAudit(cmd *cobra.Command, g *globalFlags, f *auditFlags) error {
 
 	var sinks []audit.AlertSink
 	if f.alertsOut != "" {
-		w, closeFn, err := openOut(cmd.OutOrStdout(), f.alertsOut)
+		aw, closeAlerts, err := sensorcmd.OpenAlerts(cmd.OutOrStdout(), f.alertsOut, log)
 		if err != nil {
-			return fmt.Errorf("--alerts-out: %w", err)
+			return err
 		}
-		aw := alert.NewWriter(w)
-		defer func() {
-			if err := aw.Close(); err != nil {
-				log.Error("closing alert output", "err", err)
-			}
-			closeFn()
-		}()
+		defer closeAlerts()
 		sinks = append(sinks, aw)
 	}
 	var onEvent func(*event.Event)
 	if f.eventsOut != "" {
-		w, closeFn, err := openOut(cmd.OutOrStdout(), f.eventsOut)
+		out, closeOut, err := sensorcmd.OpenEvents(cmd.OutOrStdout(), f.eventsOut, log)
 		if err != nil {
-			return fmt.Errorf("--events-out: %w", err)
+			return err
 		}
-		out := output.NewJSONL(w)
-		defer func() {
-			if err := out.Close(); err != nil {
-				log.Error("closing event output", "err", err)
-			}
-			closeFn()
-		}()
+		defer closeOut()
 		onEvent = func(ev *event.Event) {
 			if err := out.Write(ev); err != nil {
 				log.Error("writing an audit event failed", "err", err)

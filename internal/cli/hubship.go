@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"io"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,12 +30,6 @@ type shipConfig struct{ sensorcmd.ShipConfig }
 // openOutbox opens the outbox with its metrics on reg.
 func (c shipConfig) openOutbox(reg prometheus.Registerer, log *slog.Logger) (*outbox.Outbox, error) {
 	return c.OpenOutbox(reg, log)
-}
-
-// openOut opens an output destination: "-" is stdout, anything else a
-// file opened for appending.
-func openOut(stdout io.Writer, dest string) (io.Writer, func(), error) {
-	return sensorcmd.OpenOut(stdout, dest)
 }
 
 // watchRules reloads the rules on SIGHUP and when a --rules file changes.

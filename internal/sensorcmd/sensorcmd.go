@@ -26,10 +26,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
-	"github.com/vigil-sec/vigil/internal/alert"
 	"github.com/vigil-sec/vigil/internal/detect"
 	"github.com/vigil-sec/vigil/internal/outbox"
-	"github.com/vigil-sec/vigil/internal/output"
 	"github.com/vigil-sec/vigil/internal/sensor"
 	ebpfsrc "github.com/vigil-sec/vigil/internal/source/ebpf"
 	"github.com/vigil-sec/vigil/internal/store"
@@ -205,17 +203,11 @@ func Run(ctx context.Context, f *Flags, env Env) error {
 		},
 	}
 	if f.EventsOut != "" {
-		w, closeFn, err := OpenOut(stdout, f.EventsOut)
+		out, closeOut, err := OpenEvents(stdout, f.EventsOut, log)
 		if err != nil {
-			return fmt.Errorf("--events-out: %w", err)
+			return err
 		}
-		out := output.NewJSONL(w)
-		defer func() {
-			if err := out.Close(); err != nil {
-				log.Error("closing event output", "err", err)
-			}
-			closeFn()
-		}()
+		defer closeOut()
 		cfg.Sinks = append(cfg.Sinks, out)
 	}
 
@@ -231,17 +223,11 @@ func Run(ctx context.Context, f *Flags, env Env) error {
 	}
 	cfg.Detectors = !f.NoDetectors
 	if f.AlertsOut != "" {
-		w, closeFn, err := OpenOut(stdout, f.AlertsOut)
+		aw, closeAlerts, err := OpenAlerts(stdout, f.AlertsOut, log)
 		if err != nil {
-			return fmt.Errorf("--alerts-out: %w", err)
+			return err
 		}
-		aw := alert.NewWriter(w)
-		defer func() {
-			if err := aw.Close(); err != nil {
-				log.Error("closing alert output", "err", err)
-			}
-			closeFn()
-		}()
+		defer closeAlerts()
 		cfg.AlertSinks = append(cfg.AlertSinks, aw)
 	}
 

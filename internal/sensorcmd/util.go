@@ -9,6 +9,9 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/vigil-sec/vigil/internal/alert"
+	"github.com/vigil-sec/vigil/internal/output"
 )
 
 // ParseSize accepts a byte count with an optional binary suffix
@@ -69,4 +72,36 @@ func NewLogger(stderr io.Writer, level, format string) (*slog.Logger, error) {
 	default:
 		return nil, fmt.Errorf("--log-format %q: use text or json", format)
 	}
+}
+
+// OpenEvents opens --events-out dest as a JSON-lines event output; the
+// returned function flushes and closes it (a failure is logged).
+func OpenEvents(stdout io.Writer, dest string, log *slog.Logger) (*output.JSONL, func(), error) {
+	w, closeFn, err := OpenOut(stdout, dest)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--events-out: %w", err)
+	}
+	out := output.NewJSONL(w)
+	return out, func() {
+		if err := out.Close(); err != nil {
+			log.Error("closing event output", "err", err)
+		}
+		closeFn()
+	}, nil
+}
+
+// OpenAlerts opens --alerts-out dest as a JSON-lines alert output; the
+// returned function flushes and closes it (a failure is logged).
+func OpenAlerts(stdout io.Writer, dest string, log *slog.Logger) (*alert.Writer, func(), error) {
+	w, closeFn, err := OpenOut(stdout, dest)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--alerts-out: %w", err)
+	}
+	aw := alert.NewWriter(w)
+	return aw, func() {
+		if err := aw.Close(); err != nil {
+			log.Error("closing alert output", "err", err)
+		}
+		closeFn()
+	}, nil
 }
