@@ -93,7 +93,7 @@ type FileVigilConfig struct {
 	WakeupBytes  uint32
 	ArgvMax      uint32
 	TopFilter    uint32
-	Pad          uint32
+	RepeatMs     uint32
 }
 
 // Names of all BPF objects in the ELF.

@@ -47,6 +47,26 @@ type NetRecHdr struct {
 	Comm      [16]int8
 }
 
+type NetRepeatKey struct {
+	_         structs.HostLayout
+	Tgid      uint32
+	Euid      uint32
+	StartTime uint64
+	ExecId    uint64
+	Addr      [16]uint8
+	Port      uint16
+	Family    uint16
+	Type      uint8
+	Protocol  uint8
+	Pad       [2]uint8
+}
+
+type NetRepeatVal struct {
+	_     structs.HostLayout
+	Last  uint64
+	Count uint64
+}
+
 type NetVigilConfig struct {
 	_            structs.HostLayout
 	SelfTgid     uint32
@@ -54,7 +74,7 @@ type NetVigilConfig struct {
 	WakeupBytes  uint32
 	ArgvMax      uint32
 	TopFilter    uint32
-	Pad          uint32
+	RepeatMs     uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -66,6 +86,7 @@ const (
 	NetMapNetConnecting          = "net_connecting"
 	NetMapNetDnsOwner            = "net_dns_owner"
 	NetMapNetListeners           = "net_listeners"
+	NetMapNetRepeats             = "net_repeats"
 	NetMapNetScratch             = "net_scratch"
 	NetMapVigilCfg               = "vigil_cfg"
 	NetProgVigilConnect4         = "vigil_connect4"
@@ -139,6 +160,7 @@ type NetMapSpecs struct {
 	NetConnecting *ebpf.MapSpec `ebpf:"net_connecting"`
 	NetDnsOwner   *ebpf.MapSpec `ebpf:"net_dns_owner"`
 	NetListeners  *ebpf.MapSpec `ebpf:"net_listeners"`
+	NetRepeats    *ebpf.MapSpec `ebpf:"net_repeats"`
 	NetScratch    *ebpf.MapSpec `ebpf:"net_scratch"`
 	VigilCfg      *ebpf.MapSpec `ebpf:"vigil_cfg"`
 }
@@ -174,6 +196,7 @@ type NetMaps struct {
 	NetConnecting *ebpf.Map `ebpf:"net_connecting"`
 	NetDnsOwner   *ebpf.Map `ebpf:"net_dns_owner"`
 	NetListeners  *ebpf.Map `ebpf:"net_listeners"`
+	NetRepeats    *ebpf.Map `ebpf:"net_repeats"`
 	NetScratch    *ebpf.Map `ebpf:"net_scratch"`
 	VigilCfg      *ebpf.Map `ebpf:"vigil_cfg"`
 }
@@ -185,6 +208,7 @@ func (m *NetMaps) Close() error {
 		m.NetConnecting,
 		m.NetDnsOwner,
 		m.NetListeners,
+		m.NetRepeats,
 		m.NetScratch,
 		m.VigilCfg,
 	)

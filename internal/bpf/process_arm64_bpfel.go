@@ -113,7 +113,7 @@ type ProcessVigilConfig struct {
 	WakeupBytes  uint32
 	ArgvMax      uint32
 	TopFilter    uint32
-	Pad          uint32
+	RepeatMs     uint32
 }
 
 // Names of all BPF objects in the ELF.

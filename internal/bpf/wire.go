@@ -71,7 +71,9 @@ type Config struct {
 	// whole (in the file object's "sensitive_top" map), so read-only
 	// opens elsewhere are dropped before their path is rendered.
 	TopFilter uint32
-	Pad       uint32
+	// RepeatMS is the network repeat window in milliseconds (0: every
+	// connection is reported); see repeat_key in c/net.bpf.c.
+	RepeatMS uint32
 }
 
 // SharedMaps are created once (by the first object loaded) and handed to

@@ -333,6 +333,7 @@ func netFields() map[string]field[*netView] {
 		"dstPort":  fn("destination port", func(v *netView) int64 { return int64(v.n.DstPort) }),
 		"result":   fn("connect result: 0 or a negative errno", func(v *netView) int64 { return int64(v.n.Result) }),
 		"ok":       fb("the connection succeeded", func(v *netView) bool { return v.n.ResultOK }),
+		"repeats":  fn("like connections folded into this one by the sensor's repeat window (connect, accept)", func(v *netView) int64 { return int64(v.n.Repeats) }),
 		"dnsQuery": fstr("DNS query name", func(v *netView) string { return v.n.DNSQuery }),
 		"dnsType":  fstr("DNS query type (A, AAAA, ...)", func(v *netView) string { return v.n.DNSType }),
 	}

@@ -223,6 +223,12 @@ type Network struct {
 	Result   int    `json:"result"`
 	ResultOK bool   `json:"resultOK"`
 	Error    string `json:"error,omitempty"` // human form of Result ("connection refused")
+	// Repeats counts, for connect and accept, the like connections (same
+	// process, same destination or same peer address and local port) the
+	// sensor folded into the previous report of this one: they fell within
+	// its repeat window (--network-repeat-window) and were counted in the
+	// kernel instead of being sent.
+	Repeats  int    `json:"repeats,omitempty"`
 	DNSQuery string `json:"dnsQuery,omitempty"`
 	DNSType  string `json:"dnsType,omitempty"` // "A", "AAAA", ...
 }

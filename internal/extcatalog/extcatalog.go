@@ -96,6 +96,7 @@ var sensorSettings = []Setting{
 	{"logLevel", "debug, info, warn or error"},
 	{"source", "auto (eBPF, else proc connector), ebpf or proc"},
 	{"fileEvents", "true or false: observe file and privilege syscalls"},
+	{"networkRepeatWindow", "a duration such as 1s (default), 500ms or 0s: a process's repeated connections to the same destination within it are reported once, with a count (0s reports every connection)"},
 	{"privileged", "true or false: run the sensor container privileged instead of with capabilities"},
 	{"resources.cpuRequest", "CPU request, e.g. 50m"},
 	{"resources.cpuLimit", "CPU limit, e.g. 1"},
@@ -406,6 +407,12 @@ func sensorValues(settings map[string]string) (sensor, audit map[string]any, err
 				return nil, nil, bad("auto, ebpf or proc")
 			}
 			sensor["source"] = v
+		case k == "networkRepeatWindow":
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 || d > time.Hour || (d > 0 && d < time.Millisecond) {
+				return nil, nil, bad("a duration of 0s (report every connection) or between 1ms and 1h, such as 1s or 500ms")
+			}
+			sensor[k] = d.String()
 		case k == "fileEvents" || k == "privileged":
 			b, err := strconv.ParseBool(v)
 			if err != nil {

@@ -112,13 +112,13 @@ func toStrings(v any) []string {
 func TestConfigurationSettingsBecomeFlagsResourcesAndRuleOverrides(t *testing.T) {
 	r, err := Render(Extension{Name: "s", Type: SensorType, Protected: map[string]string{ProtectedHubToken: "t"}, Settings: map[string]string{
 		"logLevel": "debug", "source": "proc", "privileged": "true", "resources.memoryLimit": "1Gi",
-		"rules.disable": "vigil.node/PackageManagerInContainer", "rules.severity.vigil.node/TestAlert": "high"}}, target)
+		"networkRepeatWindow": "250ms", "rules.disable": "vigil.node/PackageManagerInContainer", "rules.severity.vigil.node/TestAlert": "high"}}, target)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := sensorContainer(t, r)
 	args := strings.Join(toStrings(c["args"]), " ")
-	for _, want := range []string{"--log-level=debug", "--source=proc", "--rules=/etc/vigil/overrides.yaml"} {
+	for _, want := range []string{"--log-level=debug", "--source=proc", "--network-repeat-window=250ms", "--rules=/etc/vigil/overrides.yaml"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %q", args, want)
 		}
@@ -147,6 +147,8 @@ func TestBadSettingsAreRefusedWithWhatIsAccepted(t *testing.T) {
 		{"unknown key", map[string]string{"colour": "blue"}, "logLevel"},
 		{"bad level", map[string]string{"logLevel": "loud"}, "debug, info, warn or error"},
 		{"bad bool", map[string]string{"privileged": "maybe"}, "true or false"},
+		{"repeat window not a duration", map[string]string{"networkRepeatWindow": "1"}, "between 1ms and 1h"},
+		{"negative repeat window", map[string]string{"networkRepeatWindow": "-1s"}, "0s (report every connection)"},
 		{"bad quantity", map[string]string{"resources.cpuLimit": "lots"}, "quantity"},
 		{"unknown resource", map[string]string{"resources.gpu": "1"}, "resources.cpuRequest"},
 		{"bad severity", map[string]string{"rules.severity.x": "Critical"}, "Informational, Low, Medium, High"},

@@ -342,6 +342,10 @@ func appendNetwork(dst []byte, n *event.Network) []byte {
 	dst = appendKey(dst, open, `"resultOK":`)
 	dst = strconv.AppendBool(dst, n.ResultOK)
 	dst = appendOptString(dst, open, `"error":`, n.Error)
+	if n.Repeats != 0 {
+		dst = appendKey(dst, open, `"repeats":`)
+		dst = strconv.AppendInt(dst, int64(n.Repeats), 10)
+	}
 	dst = appendOptString(dst, open, `"dnsQuery":`, n.DNSQuery)
 	dst = appendOptString(dst, open, `"dnsType":`, n.DNSType)
 	return append(dst, '}')

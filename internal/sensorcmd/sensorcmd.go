@@ -22,6 +22,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -42,6 +43,7 @@ type Flags struct {
 	ArgvMax        int
 	FileEvents     bool
 	NetworkEvents  bool
+	RepeatWindow   time.Duration // --network-repeat-window; 0 reports every connection
 	SensitivePaths []string
 	Node           string
 	NoSnapshot     bool
@@ -59,7 +61,8 @@ type Flags struct {
 func DefaultFlags() Flags {
 	return Flags{
 		Source: sensor.ModeAuto, RingSize: "4MiB", ArgvMax: 4096, FileEvents: true, NetworkEvents: true,
-		Hub: DefaultHubFlags(), Kube: DefaultKubeFlags(),
+		RepeatWindow: ebpfsrc.DefaultRepeatWindow,
+		Hub:          DefaultHubFlags(), Kube: DefaultKubeFlags(),
 	}
 }
 
@@ -138,6 +141,7 @@ func (f *Flags) Register(cmd *cobra.Command) {
 	fl.IntVar(&f.ArgvMax, "argv-max", d.ArgvMax, "bytes of argv captured per exec (longer command lines are marked truncated)")
 	fl.BoolVar(&f.FileEvents, "file-events", d.FileEvents, "observe file and privilege syscalls (costs a slower path for every syscall; see docs/benchmarks.md)")
 	fl.BoolVar(&f.NetworkEvents, "network-events", d.NetworkEvents, "observe connect/bind/listen/accept/DNS")
+	fl.DurationVar(&f.RepeatWindow, "network-repeat-window", d.RepeatWindow, "fold a process's repeated connections to the same destination (and accepts from the same peer on the same port) within this window into a count on the next one reported (network.repeats); 0 reports every connection")
 	fl.StringSliceVar(&f.SensitivePaths, "sensitive-path", d.SensitivePaths, "report read-only opens under this path prefix (repeatable; adds to the defaults)")
 	fl.StringVar(&f.Node, "node", d.Node, "node name put on events (default $NODE_NAME or the hostname)")
 	fl.StringVar(&f.AlertsOut, "alerts-out", d.AlertsOut, "write alerts (and their aggregated updates, same id) as JSON lines to FILE (appended), or - for stdout")
@@ -177,6 +181,9 @@ func Run(ctx context.Context, f *Flags, env Env) error {
 	if f.ArgvMax < 64 || f.ArgvMax > 4096 {
 		return fmt.Errorf("--argv-max %d: must be between 64 and 4096 bytes", f.ArgvMax)
 	}
+	if f.RepeatWindow < 0 || f.RepeatWindow > time.Hour || (f.RepeatWindow > 0 && f.RepeatWindow < time.Millisecond) {
+		return fmt.Errorf("--network-repeat-window %v: must be 0 (report every connection) or between 1ms and 1h", f.RepeatWindow)
+	}
 	switch f.Source {
 	case sensor.ModeAuto, sensor.ModeEBPF, sensor.ModeProc:
 	default:
@@ -199,6 +206,7 @@ func Run(ctx context.Context, f *Flags, env Env) error {
 			ArgvMax:           f.ArgvMax,
 			FileEvents:        f.FileEvents,
 			NetworkEvents:     f.NetworkEvents,
+			RepeatWindow:      repeatWindow(f.RepeatWindow),
 			SensitivePrefixes: append(append([]string(nil), ebpfsrc.DefaultSensitivePrefixes...), f.SensitivePaths...),
 		},
 	}
@@ -340,4 +348,13 @@ func Main(version string, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return 1
+}
+
+// repeatWindow maps --network-repeat-window to ebpf.Config.RepeatWindow,
+// where 0 means the default and a negative value reports everything.
+func repeatWindow(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -23,6 +23,8 @@ func TestVigilSensorRefusesBadCommandLinesWithAdvice(t *testing.T) {
 		{"an argument is a usage mistake", []string{"sensor", "--events-out", "-"}, 2, `unexpected argument "sensor"`},
 		{"no destination names the flags to pass", nil, 1, "--events-out"},
 		{"a ring size that is not a power of two is refused", []string{"--events-out", "-", "--ring-size", "3MiB"}, 1, "power of two"},
+		{"a negative repeat window is refused", []string{"--events-out", "-", "--network-repeat-window", "-1s"}, 1, "must be 0 (report every connection) or between 1ms and 1h"},
+		{"a repeat window over an hour is refused", []string{"--events-out", "-", "--network-repeat-window", "2h"}, 1, "between 1ms and 1h"},
 		{"an unknown source is refused", []string{"--events-out", "-", "--source", "kprobe"}, 1, "use auto, ebpf or proc"},
 		{"an unknown log level is refused", []string{"--log-level", "loud", "--events-out", "-"}, 1, "--log-level"},
 		{"an unknown metadata mode is refused", []string{"--events-out", "-", "--kube-metadata", "maybe"}, 1, "use auto, on or off"},

@@ -91,7 +91,10 @@ struct vigil_config {
 	__u32 top_filter;      /* 1: every sensitive prefix has a whole first component, listed
 	                        * in file.bpf.c's sensitive_top (read-only opens elsewhere are
 	                        * dropped before their path is rendered) */
-	__u32 _pad;
+	__u32 repeat_ms;       /* network repeat window: a process's TCP/UDP connect to the same
+	                        * destination, or accept from the same peer on the same port,
+	                        * within this many ms of the last one reported is counted, not
+	                        * sent (see net.bpf.c); 0 reports every one */
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

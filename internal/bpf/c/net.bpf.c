@@ -37,7 +37,7 @@ struct net_rec {
 	__u8 daddr[16];
 	__u16 sport;
 	__u16 dport;
-	__u32 _pad2;
+	__u32 repeats;  /* connect/accept: like ones counted, not sent, since the last report */
 };
 
 /* DNS question bytes copied: the longest name (255) plus qtype and qclass. */
@@ -102,6 +102,65 @@ struct {
 	__type(value, struct dns_owner);
 } net_dns_owner SEC(".maps");
 
+/* Repeat suppression (vigil_config.repeat_ms). A process connecting to the
+ * same destination again and again (a client without connection pooling, a
+ * health check, a retry loop), or a server accepting from the same peer
+ * address on the same port, would send one record per connection: the
+ * first one in each window is reported, the others only counted, and the
+ * count travels in the `repeats` field of the next one reported. The key
+ * names the process exactly (tgid, start time, exec generation, euid), so
+ * a new program, a new process reusing the pid or a privilege change is
+ * always reported afresh; a new destination, peer or port always is too. */
+struct repeat_key {
+	__u32 tgid;
+	__u32 euid;
+	__u64 start_time;
+	__u64 exec_id;  /* task->self_exec_id: changes on every exec */
+	__u8 addr[16];  /* connect: destination; accept: peer */
+	__u16 port;     /* connect: destination port; accept: local port */
+	__u16 family;
+	__u8 type;      /* REC_CONNECT or REC_ACCEPT */
+	__u8 protocol;
+	__u8 _pad[2];
+};
+struct repeat_val {
+	__u64 last;     /* bpf_ktime_get_boot_ns() of the last one reported */
+	__u64 count;    /* counted since then */
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct repeat_key);
+	__type(value, struct repeat_val);
+} net_repeats SEC(".maps");
+
+/* repeated decides about one connection: 1 when it falls in the window of
+ * a like one already reported (it is counted), else 0 with *count set to
+ * how many were counted since that report (the window restarts now). */
+static __always_inline int repeated(struct repeat_key *k, __u32 *count)
+{
+	*count = 0;
+	struct vigil_config *cfg = get_config();
+	if (!cfg || !cfg->repeat_ms)
+		return 0;
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct repeat_val *v = bpf_map_lookup_elem(&net_repeats, k);
+	if (v) {
+		if (now - v->last < (__u64)cfg->repeat_ms * 1000000) {
+			__sync_fetch_and_add(&v->count, 1);
+			return 1;
+		}
+		__u64 c = v->count;
+		*count = c > 0xffffffff ? 0xffffffff : (__u32)c;
+		v->count = 0;
+		v->last = now;
+		return 0;
+	}
+	struct repeat_val nv = {.last = now};
+	bpf_map_update_elem(&net_repeats, k, &nv, BPF_ANY);
+	return 0;
+}
+
 /* Scratch header for building map values off the (small) BPF stack. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -136,7 +195,7 @@ static __always_inline void sock_addrs(const struct sock *sk, struct net_rec *r,
 
 /* emit_sock sends a record about sk on behalf of the remembered process. */
 static __always_inline void emit_sock(const struct sock *sk, __u32 type, const struct rec_hdr *who,
-				      __u16 family, __s32 result)
+				      __u16 family, __s32 result, __u32 repeats)
 {
 	struct net_rec *r = reserve(sizeof(*r));
 	if (!r)
@@ -149,7 +208,8 @@ static __always_inline void emit_sock(const struct sock *sk, __u32 type, const s
 	r->protocol = IPPROTO_TCP_;
 	r->_pad = 0;
 	r->result = result;
-	r->_pad2 = 0;
+	r->repeats = repeats;
+	r->hdr._pad = 0;
 	sock_addrs(sk, r, family);
 	commit(r);
 }
@@ -164,7 +224,13 @@ static __always_inline void listen_key_of(const struct sock *sk, struct listen_k
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(vigil_inet_sock_set_state, const struct sock *sk, int oldstate, int newstate)
 {
-	/* Cheapest checks first: this runs on every TCP state change. */
+	/* Cheapest checks first: this runs on every TCP state change, about
+	 * ten per connection, and six of those ten are decided by the two
+	 * states alone, before any load from the socket. */
+	if (!((oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) || oldstate == TCP_SYN_SENT ||
+	      newstate == TCP_LISTEN || (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) ||
+	      (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED)))
+		return 0;
 	if (sk->sk_protocol != IPPROTO_TCP_)
 		return 0;
 	__u16 family = sk->__sk_common.skc_family;
@@ -173,13 +239,33 @@ int BPF_PROG(vigil_inet_sock_set_state, const struct sock *sk, int oldstate, int
 	__u64 key = (__u64)sk;
 
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
-		/* connect(): process context. */
+		/* connect(): process context. The destination is set, the
+		 * source port not yet. */
 		if (is_self())
+			return 0;
+		struct task_struct *task = bpf_get_current_task_btf();
+		struct repeat_key rk = {
+			.tgid = task->tgid,
+			.euid = task->cred->euid.val,
+			.start_time = task->group_leader->start_boottime,
+			.exec_id = task->self_exec_id,
+			.port = bpf_ntohs(sk->__sk_common.skc_dport),
+			.family = family,
+			.type = REC_CONNECT,
+			.protocol = IPPROTO_TCP_,
+		};
+		if (family == AF_INET6)
+			__builtin_memcpy(rk.addr, &sk->__sk_common.skc_v6_daddr, 16);
+		else
+			*(__u32 *)rk.addr = sk->__sk_common.skc_daddr;
+		__u32 repeats;
+		if (repeated(&rk, &repeats))
 			return 0;
 		struct rec_hdr *h = scratch_hdr();
 		if (!h)
 			return 0;
-		fill_hdr(h, REC_CONNECT, sizeof(struct net_rec), bpf_get_current_task_btf());
+		fill_hdr(h, REC_CONNECT, sizeof(struct net_rec), task);
+		h->_pad = repeats; /* carried to the outcome's record */
 		bpf_map_update_elem(&net_connecting, &key, h, BPF_ANY);
 		return 0;
 	}
@@ -194,7 +280,7 @@ int BPF_PROG(vigil_inet_sock_set_state, const struct sock *sk, int oldstate, int
 			 * before the handshake completed. */
 			result = err ? -err : -ECONNABORTED_;
 		}
-		emit_sock(sk, REC_CONNECT, who, family, result);
+		emit_sock(sk, REC_CONNECT, who, family, result, who->_pad);
 		bpf_map_delete_elem(&net_connecting, &key);
 		return 0;
 	}
@@ -209,7 +295,7 @@ int BPF_PROG(vigil_inet_sock_set_state, const struct sock *sk, int oldstate, int
 		struct listen_key k = {};
 		listen_key_of(sk, &k, family);
 		bpf_map_update_elem(&net_listeners, &k, h, BPF_ANY);
-		emit_sock(sk, REC_LISTEN, h, family, 0);
+		emit_sock(sk, REC_LISTEN, h, family, 0, 0);
 		return 0;
 	}
 	if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
@@ -226,7 +312,25 @@ int BPF_PROG(vigil_inet_sock_set_state, const struct sock *sk, int oldstate, int
 		struct rec_hdr *who = bpf_map_lookup_elem(&net_listeners, &k);
 		if (!who)
 			return 0;
-		emit_sock(sk, REC_ACCEPT, who, family, 0);
+		/* The listener's identity as of listen(): the exec generation
+		 * is not known here and stays 0. */
+		struct repeat_key rk = {
+			.tgid = who->pid,
+			.euid = who->euid,
+			.start_time = who->start_time,
+			.port = k.port,
+			.family = family,
+			.type = REC_ACCEPT,
+			.protocol = IPPROTO_TCP_,
+		};
+		if (family == AF_INET6)
+			__builtin_memcpy(rk.addr, &sk->__sk_common.skc_v6_daddr, 16);
+		else
+			*(__u32 *)rk.addr = sk->__sk_common.skc_daddr;
+		__u32 repeats;
+		if (repeated(&rk, &repeats))
+			return 0;
+		emit_sock(sk, REC_ACCEPT, who, family, 0, repeats);
 		return 0;
 	}
 	return 0;
@@ -266,6 +370,29 @@ static __always_inline void udp_connect(struct bpf_sock_addr *ctx, __u16 family)
 {
 	if (ctx->protocol != IPPROTO_UDP_ || is_self())
 		return;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct repeat_key rk = {
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+		.euid = BPF_CORE_READ(task, cred, euid.val),
+		.start_time = BPF_CORE_READ(task, group_leader, start_boottime),
+		.exec_id = BPF_CORE_READ(task, self_exec_id),
+		.port = bpf_ntohs((__u16)ctx->user_port),
+		.family = family,
+		.type = REC_CONNECT,
+		.protocol = IPPROTO_UDP_,
+	};
+	if (family == AF_INET6) {
+		__u32 *a = (__u32 *)rk.addr;
+		a[0] = ctx->user_ip6[0];
+		a[1] = ctx->user_ip6[1];
+		a[2] = ctx->user_ip6[2];
+		a[3] = ctx->user_ip6[3];
+	} else {
+		*(__u32 *)rk.addr = ctx->user_ip4;
+	}
+	__u32 repeats;
+	if (repeated(&rk, &repeats))
+		return;
 	struct net_rec *r = reserve(sizeof(*r));
 	if (!r)
 		return;
@@ -274,7 +401,7 @@ static __always_inline void udp_connect(struct bpf_sock_addr *ctx, __u16 family)
 	r->protocol = IPPROTO_UDP_;
 	r->_pad = 0;
 	r->result = 0;
-	r->_pad2 = 0;
+	r->repeats = repeats;
 	__builtin_memset(r->saddr, 0, sizeof(r->saddr));
 	__builtin_memset(r->daddr, 0, sizeof(r->daddr));
 	if (family == AF_INET6) {
@@ -334,7 +461,7 @@ static __always_inline void post_bind(struct bpf_sock *sk, __u16 family)
 	r->protocol = sk->protocol;
 	r->_pad = 0;
 	r->result = 0;
-	r->_pad2 = 0;
+	r->repeats = 0;
 	__builtin_memset(r->saddr, 0, sizeof(r->saddr));
 	__builtin_memset(r->daddr, 0, sizeof(r->daddr));
 	if (family == AF_INET6) {

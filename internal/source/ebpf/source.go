@@ -47,6 +47,13 @@ type Config struct {
 	// BenchmarkGetppid), so they can be turned off.
 	FileEvents    bool
 	NetworkEvents bool // attach the network programs (package network)
+	// RepeatWindow folds repeated connections: a process's TCP or UDP
+	// connect to the destination (address and port) it reached less than
+	// RepeatWindow ago, or an accept from a peer address already seen on
+	// that port in the window, is counted in the kernel rather than sent;
+	// the next one reported carries the count (event.Network.Repeats).
+	// Default 1s; negative reports every connection; at most an hour.
+	RepeatWindow time.Duration
 	// SensitivePrefixes are the path prefixes whose read-only opens are
 	// reported (others only when opened for write/create/truncate).
 	// nil means DefaultSensitivePrefixes; each must be at most 256 bytes.
@@ -111,6 +118,9 @@ type Source struct {
 
 const maxArgv = 4096
 
+// DefaultRepeatWindow is Config.RepeatWindow's default.
+const DefaultRepeatWindow = time.Second
+
 func (c *Config) defaults() error {
 	if c.RingBytes == 0 {
 		c.RingBytes = 4 << 20
@@ -126,6 +136,14 @@ func (c *Config) defaults() error {
 	}
 	if c.ReadDeadline <= 0 {
 		c.ReadDeadline = 100 * time.Millisecond
+	}
+	switch {
+	case c.RepeatWindow == 0:
+		c.RepeatWindow = DefaultRepeatWindow
+	case c.RepeatWindow > time.Hour:
+		return fmt.Errorf("ebpf source: network repeat window %v is longer than an hour; use at most 1h, or 0 to report every connection", c.RepeatWindow)
+	case c.RepeatWindow > 0 && c.RepeatWindow < time.Millisecond:
+		return fmt.Errorf("ebpf source: network repeat window %v is shorter than a millisecond; use at least 1ms, or 0 to report every connection", c.RepeatWindow)
 	}
 	if c.SensitivePrefixes == nil {
 		c.SensitivePrefixes = DefaultSensitivePrefixes
@@ -169,6 +187,9 @@ func New(cfg Config) (*Source, error) {
 		CgroupSubsys: int32(cfg.CgroupSubsys),
 		WakeupBytes:  uint32(cfg.WakeupBytes),
 		ArgvMax:      uint32(cfg.ArgvMax),
+	}
+	if cfg.RepeatWindow > 0 {
+		bc.RepeatMS = uint32(cfg.RepeatWindow / time.Millisecond)
 	}
 	if _, ok := prefixTops(cfg.SensitivePrefixes); ok {
 		bc.TopFilter = 1

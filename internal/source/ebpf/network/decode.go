@@ -37,7 +37,7 @@ type netRec struct {
 	DAddr    [16]byte
 	SPort    uint16
 	DPort    uint16
-	Pad2     uint32
+	Repeats  uint32 // connect/accept: like ones counted in the kernel, not sent
 }
 
 // netRecSize is sizeof(struct net_rec) - sizeof(struct rec_hdr).
@@ -106,7 +106,7 @@ func (r *netRec) unmarshal(b []byte) error {
 	copy(r.DAddr[:], b[24:40])
 	r.SPort = ne.Uint16(b[40:])
 	r.DPort = ne.Uint16(b[42:])
-	r.Pad2 = ne.Uint32(b[44:])
+	r.Repeats = ne.Uint32(b[44:])
 	return nil
 }
 
@@ -247,6 +247,7 @@ func (d *Decoder) decodeNet(typ uint32, r *netRec) (*event.Network, error) {
 	}
 	n.Result = int(r.Result)
 	n.ResultOK = r.Result == 0
+	n.Repeats = int(r.Repeats)
 	n.Error = resultText(n.Result)
 	return n, nil
 }

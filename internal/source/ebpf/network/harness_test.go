@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,6 +69,52 @@ func runHelper(mode, arg string) error {
 		}
 		port = c.LocalAddr().(*net.UDPAddr).Port
 		c.Close()
+	case "repeat":
+		// "repeat NETWORK ADDR OTHER N PAUSE-MS": N connections to ADDR,
+		// one to OTHER, a pause, one more to ADDR.
+		var network, addr, other string
+		var n, pauseMS int
+		if _, err := fmt.Sscan(arg, &network, &addr, &other, &n, &pauseMS); err != nil {
+			return fmt.Errorf("repeat helper argument %q: %w", arg, err)
+		}
+		dial := func(a string) error {
+			c, err := net.DialTimeout(network, a, 5*time.Second)
+			if err != nil {
+				return err
+			}
+			return c.Close()
+		}
+		for range n {
+			if err := dial(addr); err != nil {
+				return err
+			}
+		}
+		if err := dial(other); err != nil {
+			return err
+		}
+		time.Sleep(time.Duration(pauseMS) * time.Millisecond)
+		if err := dial(addr); err != nil {
+			return err
+		}
+	case "tcp-connect-exec":
+		// Connect, then exec this binary (same pid, a new program) to
+		// connect to the same address again.
+		c, err := net.DialTimeout("tcp", arg, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		c.Close()
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		env := []string{helperEnv + "=tcp-connect"}
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, helperEnv+"=") {
+				env = append(env, kv)
+			}
+		}
+		return syscall.Exec(self, []string{self, "-test.run=^$"}, env)
 	case "udp-bind":
 		c, err := net.ListenPacket("udp", arg)
 		if err != nil {
@@ -245,9 +292,17 @@ type harness struct {
 // cfg.WakeupBytes 1 makes every record wake the reader.
 func newHarness(t *testing.T, selfTgid uint32) *harness {
 	t.Helper()
+	return newHarnessWith(t, bpf.Config{SelfTgid: selfTgid})
+}
+
+// newHarnessWith is newHarness with more of the BPF configuration (e.g.
+// RepeatMS); CgroupSubsys and WakeupBytes are set by it.
+func newHarnessWith(t *testing.T, cfg bpf.Config) *harness {
+	t.Helper()
 	testenv.RequireRoot(t)
 	cg := cgroup2Mount(t)
-	m := sharedMaps(t, bpf.Config{SelfTgid: selfTgid, CgroupSubsys: -1, WakeupBytes: 1})
+	cfg.CgroupSubsys, cfg.WakeupBytes = -1, 1
+	m := sharedMaps(t, cfg)
 	closer, err := Attach(m, cg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		t.Fatalf("Attach: %v", err)
@@ -319,6 +374,19 @@ func (h *harness) find(match func(*event.Event) bool) (event.Event, bool) {
 		}
 	}
 	return event.Event{}, false
+}
+
+// all returns every event matching, in arrival order.
+func (h *harness) all(match func(*event.Event) bool) []event.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []event.Event
+	for i := range h.events {
+		if match(&h.events[i]) {
+			out = append(out, h.events[i])
+		}
+	}
+	return out
 }
 
 // wait waits up to 5 s for an event matching; on timeout it fails, listing

@@ -4,9 +4,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -348,4 +350,118 @@ func BenchmarkTCPConnectStorm(b *testing.B) {
 	}
 	b.Run("with programs", func(b *testing.B) { withPrograms(b, false) })
 	b.Run("with programs and BPF run-time stats", func(b *testing.B) { withPrograms(b, true) })
+}
+
+// TestRepeatedConnectionsAreFoldedIntoACount: with a repeat window, a
+// process's repeated connections to one destination cross to user space
+// once per window, the next report carrying the count; another
+// destination, and the same destination after the window, are reported.
+func TestRepeatedConnectionsAreFoldedIntoACount(t *testing.T) {
+	const window = 1500 * time.Millisecond
+	h := newHarnessWith(t, bpf.Config{RepeatMS: uint32(window / time.Millisecond)})
+	self := os.Getpid()
+	const n = 40
+
+	for _, tc := range []struct {
+		name, network string
+	}{
+		{"tcp connects and accepts", "tcp"},
+		{"udp connects", "udp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.t = t
+			var addr, other string
+			var port, otherPort uint16
+			if tc.network == "tcp" {
+				var lns [2]net.Listener
+				for i := range lns {
+					ln, err := net.Listen("tcp4", "127.0.0.1:0")
+					if err != nil {
+						t.Fatalf("listen: %v", err)
+					}
+					defer ln.Close()
+					go func() {
+						for {
+							c, err := ln.Accept()
+							if err != nil {
+								return
+							}
+							c.Close()
+						}
+					}()
+					lns[i] = ln
+				}
+				addr, other = lns[0].Addr().String(), lns[1].Addr().String()
+				port, otherPort = uint16(lns[0].Addr().(*net.TCPAddr).Port), uint16(lns[1].Addr().(*net.TCPAddr).Port)
+			} else {
+				// UDP connect needs no listener; ports 9 and 7 (discard, echo).
+				addr, other, port, otherPort = "127.0.0.1:9", "127.0.0.1:7", 9, 7
+			}
+			child := runHelperProcess(t, nil, "repeat", fmt.Sprintf("%s4 %s %s %d %d", tc.network, addr, other, n, (window+300*time.Millisecond).Milliseconds()))
+			pids := []int{self, child.pid}
+
+			to := func(p uint16) func(*event.Event) bool {
+				return func(ev *event.Event) bool {
+					return ev.Kind == event.KindConnect && ev.Process.PID == child.pid && ev.Network.DstPort == p
+				}
+			}
+			// The last connect of the helper is the one after the pause.
+			h.wait("the connect after the window", pids, func(ev *event.Event) bool {
+				return to(port)(ev) && ev.Network.Repeats > 0
+			})
+			h.wait("the connect to the other destination", pids, to(otherPort))
+			if tc.network == "tcp" {
+				h.wait("the accept after the window", pids, func(ev *event.Event) bool {
+					return ev.Kind == event.KindAccept && ev.Network.SrcPort == port && ev.Network.Repeats > 0
+				})
+			}
+
+			check := func(what string, match func(*event.Event) bool, want []int) {
+				t.Helper()
+				var got []int
+				for _, ev := range h.all(match) {
+					got = append(got, ev.Network.Repeats)
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("%s: repeats of the reported events = %v, want %v (one report per window, the count on the next)", what, got, want)
+				}
+			}
+			check("connects to the repeated destination", to(port), []int{0, n - 1})
+			check("connects to the other destination", to(otherPort), []int{0})
+			if tc.network == "tcp" {
+				check("accepts on the repeated port", func(ev *event.Event) bool {
+					return ev.Kind == event.KindAccept && ev.Process.PID == self && ev.Network.SrcPort == port
+				}, []int{0, n - 1})
+			}
+		})
+	}
+
+	t.Run("a new program in the same process is reported afresh", func(t *testing.T) {
+		h.t = t
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("listen: %v", err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		port := uint16(ln.Addr().(*net.TCPAddr).Port)
+		child := runHelperProcess(t, nil, "tcp-connect-exec", ln.Addr().String())
+		match := func(ev *event.Event) bool {
+			return ev.Kind == event.KindConnect && ev.Process.PID == child.pid && ev.Network.DstPort == port
+		}
+		h.wait("the exec'd program's connect", []int{child.pid}, func(ev *event.Event) bool {
+			return match(ev) && ev.Network.SrcPort == uint16(child.port)
+		})
+		if got := len(h.all(match)); got != 2 {
+			t.Errorf("got %d connect events from pid %d (connect, exec, connect again), want 2", got, child.pid)
+		}
+	})
 }
