@@ -113,6 +113,9 @@ func SensorConfigs() []SensorConfig {
 		{Name: "default", Label: "default (events to a JSONL file)"},
 		{Name: "nofile", Label: "--file-events=false", Args: []string{"--file-events=false"}},
 		{Name: "noout", Label: "no --events-out", NoEvents: true},
+		// Every connection crosses to user space (no repeat folding): the
+		// cost of the whole per-event path on the connect storm.
+		{Name: "everyconn", Label: "no --events-out, --network-repeat-window=0", Args: []string{"--network-repeat-window=0"}, NoEvents: true},
 	}
 }
 

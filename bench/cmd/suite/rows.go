@@ -22,14 +22,17 @@ func sideBySideRows(res *sidebyside.Results, err error, o options) []suite.Row {
 		verb       string
 		judgeMax   bool // every storm must meet the goal, not the median
 	}
-	ratio := func(w string, perCPU bool) func() sidebyside.Summary {
+	ratioOf := func(w, config string, perCPU bool) func() sidebyside.Summary {
 		return func() sidebyside.Summary {
-			r, c := res.Ratio(w, prodConfig)
+			r, c := res.Ratio(w, config)
 			if perCPU {
 				return c
 			}
 			return r
 		}
+	}
+	ratio := func(w string, perCPU bool) func() sidebyside.Summary {
+		return ratioOf(w, prodConfig, perCPU)
 	}
 	floor := func(w string) func() sidebyside.Summary {
 		return func() sidebyside.Summary { r, _ := res.NoiseFloor(w); return r }
@@ -57,6 +60,7 @@ func sideBySideRows(res *sidebyside.Results, err error, o options) []suite.Row {
 		{"P2", "loopback TCP connect storm: rate with sensor ÷ without", suite.AtLeast("≥ 0.98", 0.98), ratio("connect", false), "%.3f", false},
 		{"P2", "connect storm: ops per CPU-second with ÷ without", suite.AtLeast("≥ 0.98", 0.98), ratio("connect", true), "%.3f", false},
 		{"P2", "connect storm: no sensor ÷ no sensor (noise floor of this run)", suite.Info(), floor("connect"), "%.3f", false},
+		{"P2", "connect storm, every connection reported (--network-repeat-window=0): rate with ÷ without", suite.Info(), ratioOf("connect", "everyconn", false), "%.3f", false},
 		{"P2", "getppid loop (per-syscall hook cost): rate with ÷ without", suite.Info(), ratio("getppid", false), "%.3f", false},
 		{"P2", "read 64 B of /dev/zero loop: rate with ÷ without", suite.Info(), ratio("read", false), "%.3f", false},
 		{"P3", "drops per exec storm at the machine's exec limit, 4 MiB ring (every configuration)", suite.AtMost("0", 0), drops, "%.0f", true},

@@ -175,6 +175,15 @@ static __always_inline struct rec_hdr *scratch_hdr(void)
 	return bpf_map_lookup_elem(&net_scratch, &zero);
 }
 
+/* remote_addr copies a socket's remote address (4 bytes for AF_INET). */
+static __always_inline void remote_addr(const struct sock *sk, __u8 *addr, __u16 family)
+{
+	if (family == AF_INET6)
+		__builtin_memcpy(addr, &sk->__sk_common.skc_v6_daddr, 16);
+	else
+		*(__u32 *)addr = sk->__sk_common.skc_daddr;
+}
+
 /* sock_addrs copies a socket's local and remote address and ports. */
 static __always_inline void sock_addrs(const struct sock *sk, struct net_rec *r, __u16 family)
 {
@@ -184,11 +193,10 @@ static __always_inline void sock_addrs(const struct sock *sk, struct net_rec *r,
 	 * relocated loads, no helper calls. */
 	if (family == AF_INET6) {
 		__builtin_memcpy(r->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
-		__builtin_memcpy(r->daddr, &sk->__sk_common.skc_v6_daddr, 16);
 	} else {
 		*(__u32 *)r->saddr = sk->__sk_common.skc_rcv_saddr;
-		*(__u32 *)r->daddr = sk->__sk_common.skc_daddr;
 	}
+	remote_addr(sk, r->daddr, family);
 	r->sport = sk->__sk_common.skc_num;
 	r->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 }
@@ -254,10 +262,7 @@ int BPF_PROG(vigil_inet_sock_set_state, const struct sock *sk, int oldstate, int
 			.type = REC_CONNECT,
 			.protocol = IPPROTO_TCP_,
 		};
-		if (family == AF_INET6)
-			__builtin_memcpy(rk.addr, &sk->__sk_common.skc_v6_daddr, 16);
-		else
-			*(__u32 *)rk.addr = sk->__sk_common.skc_daddr;
+		remote_addr(sk, rk.addr, family);
 		__u32 repeats;
 		if (repeated(&rk, &repeats))
 			return 0;
@@ -323,10 +328,7 @@ int BPF_PROG(vigil_inet_sock_set_state, const struct sock *sk, int oldstate, int
 			.type = REC_ACCEPT,
 			.protocol = IPPROTO_TCP_,
 		};
-		if (family == AF_INET6)
-			__builtin_memcpy(rk.addr, &sk->__sk_common.skc_v6_daddr, 16);
-		else
-			*(__u32 *)rk.addr = sk->__sk_common.skc_daddr;
+		remote_addr(sk, rk.addr, family);
 		__u32 repeats;
 		if (repeated(&rk, &repeats))
 			return 0;

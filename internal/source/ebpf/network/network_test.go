@@ -35,21 +35,8 @@ func TestTCPEvents(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h.t = t
-			ln, err := net.Listen("tcp", net.JoinHostPort(tc.host, "0"))
-			if err != nil {
-				t.Fatalf("listen: %v", err)
-			}
-			defer ln.Close()
+			ln := acceptAll(t, tc.host)
 			port := uint16(ln.Addr().(*net.TCPAddr).Port)
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
 
 			// The connector is another process, so that the accept event
 			// (established in softirq, often running on the connector's
@@ -373,24 +360,7 @@ func TestRepeatedConnectionsAreFoldedIntoACount(t *testing.T) {
 			var addr, other string
 			var port, otherPort uint16
 			if tc.network == "tcp" {
-				var lns [2]net.Listener
-				for i := range lns {
-					ln, err := net.Listen("tcp4", "127.0.0.1:0")
-					if err != nil {
-						t.Fatalf("listen: %v", err)
-					}
-					defer ln.Close()
-					go func() {
-						for {
-							c, err := ln.Accept()
-							if err != nil {
-								return
-							}
-							c.Close()
-						}
-					}()
-					lns[i] = ln
-				}
+				lns := [2]net.Listener{acceptAll(t, "127.0.0.1"), acceptAll(t, "127.0.0.1")}
 				addr, other = lns[0].Addr().String(), lns[1].Addr().String()
 				port, otherPort = uint16(lns[0].Addr().(*net.TCPAddr).Port), uint16(lns[1].Addr().(*net.TCPAddr).Port)
 			} else {
@@ -438,20 +408,7 @@ func TestRepeatedConnectionsAreFoldedIntoACount(t *testing.T) {
 
 	t.Run("a new program in the same process is reported afresh", func(t *testing.T) {
 		h.t = t
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("listen: %v", err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
+		ln := acceptAll(t, "127.0.0.1")
 		port := uint16(ln.Addr().(*net.TCPAddr).Port)
 		child := runHelperProcess(t, nil, "tcp-connect-exec", ln.Addr().String())
 		match := func(ev *event.Event) bool {
@@ -464,4 +421,25 @@ func TestRepeatedConnectionsAreFoldedIntoACount(t *testing.T) {
 			t.Errorf("got %d connect events from pid %d (connect, exec, connect again), want 2", got, child.pid)
 		}
 	})
+}
+
+// acceptAll listens on an ephemeral TCP port of host and accepts and
+// closes every connection until the test ends.
+func acceptAll(t *testing.T, host string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatalf("listen on %s: %v", host, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln
 }
