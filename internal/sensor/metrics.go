@@ -10,6 +10,8 @@ type metrics struct {
 	events     *prometheus.CounterVec
 	byKind     map[event.Kind]prometheus.Counter // events' children, resolved once
 	sinkErrors prometheus.Counter
+	repeats    *prometheus.CounterVec // connections folded by the kernel's repeat window, by kind
+	repeatsBy  map[event.Kind]prometheus.Counter
 }
 
 // countEvent increments the per-kind counter without a label lookup on
@@ -20,6 +22,18 @@ func (m *metrics) countEvent(k event.Kind) {
 		c = m.events.WithLabelValues(string(k))
 	}
 	c.Inc()
+}
+
+// countRepeats adds the connections the kernel folded into ev.
+func (m *metrics) countRepeats(ev *event.Event) {
+	if ev.Network == nil || ev.Network.Repeats <= 0 {
+		return
+	}
+	c, ok := m.repeatsBy[ev.Kind]
+	if !ok {
+		c = m.repeats.WithLabelValues(string(ev.Kind))
+	}
+	c.Add(float64(ev.Network.Repeats))
 }
 
 // newMetrics registers the sensor's metrics on its own registry (no
@@ -33,6 +47,14 @@ func newMetrics(s *Sensor) *metrics {
 		sinkErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_sensor_sink_errors_total", Help: "Events a sink failed to write (lost).",
 		}),
+		repeats: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_sensor_network_repeats_total",
+			Help: "Connections (kind connect or accept) counted in the kernel instead of being sent, because a like one was reported within --network-repeat-window.",
+		}, []string{"kind"}),
+	}
+	m.repeatsBy = map[event.Kind]prometheus.Counter{
+		event.KindConnect: m.repeats.WithLabelValues(string(event.KindConnect)),
+		event.KindAccept:  m.repeats.WithLabelValues(string(event.KindAccept)),
 	}
 	m.byKind = make(map[event.Kind]prometheus.Counter, len(event.AllKinds))
 	for _, k := range event.AllKinds {
@@ -59,7 +81,7 @@ func newMetrics(s *Sensor) *metrics {
 		degraded.Set(1)
 	}
 	s.reg.MustRegister(
-		m.events, m.sinkErrors, missing, info, degraded,
+		m.events, m.sinkErrors, m.repeats, missing, info, degraded,
 		counter("vigil_sensor_kernel_records_total", "Records the kernel tried to send to the sensor.",
 			func(c counters) uint64 { return c.Seen }),
 		counter("vigil_sensor_drops_total", "Records lost before the sensor could read them (ring full, netlink overrun).",

@@ -360,6 +360,7 @@ func (s *Sensor) handle(ev *event.Event) {
 	}
 	s.eventCount.Add(1)
 	s.metrics.countEvent(ev.Kind)
+	s.metrics.countRepeats(ev)
 	s.emitSinks(ev)
 	if r, ok := s.src.(recycler); ok {
 		r.Recycle(ev)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -476,4 +477,78 @@ func TestDropsAreCountedExactlyAndReportedAsHealthEvents(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// A client that opens a connection per request to the same place is folded
+// into one report per window; the count is on the next report and in
+// /metrics, so operators can see how much the kernel folded.
+func TestRepeatedConnectionsOfOneProcessAreFoldedAndCounted(t *testing.T) {
+	const window = 2 * time.Second
+	cfg := Config{Mode: ModeEBPF, MetricsAddr: "127.0.0.1:0"}
+	cfg.EBPF.RepeatWindow = window
+	s, col := startSensor(t, cfg)
+
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	// One bash process: 20 connections, a pause longer than the window, one more.
+	const n = 20
+	script := fmt.Sprintf(`c() { exec 3<>/dev/tcp/127.0.0.1/%d; exec 3>&-; }; for i in $(seq %d); do c; done; sleep %.1f; c`,
+		port, n, (window + 500*time.Millisecond).Seconds())
+	cmd := exec.Command("/bin/bash", "-c", script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("bash connecting %d times: %v: %s", n+1, err, out)
+	}
+	pid := cmd.Process.Pid
+	mine := func(ev *event.Event) bool {
+		return ev.Kind == event.KindConnect && ev.Process.PID == pid && ev.Network != nil && int(ev.Network.DstPort) == port
+	}
+	col.waitFor(t, 10*time.Second, "the connect after the window", func(ev *event.Event) bool {
+		return mine(ev) && ev.Network.Repeats > 0
+	})
+	var got []int
+	for _, ev := range col.all(mine) {
+		got = append(got, ev.Network.Repeats)
+	}
+	if len(got) != 2 || got[0] != 0 || got[1] != n-1 {
+		t.Fatalf("repeats of bash's reported connects = %v, want [0 %d]: the first reported, %d folded into the one after the window", got, n-1, n-1)
+	}
+
+	resp, err := http.Get("http://" + s.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	// The sensor sees the whole machine: other processes may fold
+	// connections too, so the counter is at least bash's.
+	const metric = `vigil_sensor_network_repeats_total{kind="connect"} `
+	line := grepLines(string(body), metric)
+	v, err := strconv.ParseFloat(strings.TrimPrefix(line, metric), 64)
+	if err != nil || v < n-1 {
+		t.Errorf("/metrics: %q, want the connect counter at %d or more", line, n-1)
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
