@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"github.com/vigil-sec/vigil/internal/event"
 	ebpfsrc "github.com/vigil-sec/vigil/internal/source/ebpf"
 	"github.com/vigil-sec/vigil/internal/testenv"
+	"github.com/vigil-sec/vigil/internal/testutil/loopback"
 	"github.com/vigil-sec/vigil/internal/testutil/runc"
 )
 
@@ -154,22 +154,7 @@ func argv0(ev *event.Event) string {
 func TestContainerEventsCarryContainerArgvAncestryNetworkAndExit(t *testing.T) {
 	_, col := startSensor(t, Config{Mode: ModeEBPF})
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = io.Copy(io.Discard, c)
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port := loopback.Port(loopback.Serve(t, "127.0.0.1", true))
 
 	img := runc.NewImage(t)
 	// /usr/bin/id by path: busybox sh runs applets named bare (id) in a forked
@@ -488,21 +473,7 @@ func TestRepeatedConnectionsOfOneProcessAreFoldedAndCounted(t *testing.T) {
 	cfg.EBPF.RepeatWindow = window
 	s, col := startSensor(t, cfg)
 
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port := loopback.Port(loopback.Serve(t, "127.0.0.1", false))
 	// One bash process: 20 connections, a pause longer than the window, one more.
 	const n = 20
 	script := fmt.Sprintf(`c() { exec 3<>/dev/tcp/127.0.0.1/%d; exec 3>&-; }; for i in $(seq %d); do c; done; sleep %.1f; c`,

@@ -21,6 +21,7 @@ import (
 	"github.com/vigil-sec/vigil/internal/bpf"
 	"github.com/vigil-sec/vigil/internal/event"
 	"github.com/vigil-sec/vigil/internal/testenv"
+	"github.com/vigil-sec/vigil/internal/testutil/loopback"
 )
 
 func TestTCPEvents(t *testing.T) {
@@ -35,7 +36,7 @@ func TestTCPEvents(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h.t = t
-			ln := acceptAll(t, tc.host)
+			ln := loopback.Serve(t, tc.host, false)
 			port := uint16(ln.Addr().(*net.TCPAddr).Port)
 
 			// The connector is another process, so that the accept event
@@ -219,21 +220,7 @@ func TestDNSQueries(t *testing.T) {
 func BenchmarkTCPConnectStorm(b *testing.B) {
 	testenv.RequireRoot(b)
 	storm := func(b *testing.B) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatalf("listen: %v", err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-		addr := ln.Addr().String()
+		addr := loopback.Serve(b, "127.0.0.1", false).Addr().String()
 		b.ResetTimer()
 		for range b.N {
 			c, err := net.Dial("tcp", addr)
@@ -360,7 +347,7 @@ func TestRepeatedConnectionsAreFoldedIntoACount(t *testing.T) {
 			var addr, other string
 			var port, otherPort uint16
 			if tc.network == "tcp" {
-				lns := [2]net.Listener{acceptAll(t, "127.0.0.1"), acceptAll(t, "127.0.0.1")}
+				lns := [2]net.Listener{loopback.Serve(t, "127.0.0.1", false), loopback.Serve(t, "127.0.0.1", false)}
 				addr, other = lns[0].Addr().String(), lns[1].Addr().String()
 				port, otherPort = uint16(lns[0].Addr().(*net.TCPAddr).Port), uint16(lns[1].Addr().(*net.TCPAddr).Port)
 			} else {
@@ -408,7 +395,7 @@ func TestRepeatedConnectionsAreFoldedIntoACount(t *testing.T) {
 
 	t.Run("a new program in the same process is reported afresh", func(t *testing.T) {
 		h.t = t
-		ln := acceptAll(t, "127.0.0.1")
+		ln := loopback.Serve(t, "127.0.0.1", false)
 		port := uint16(ln.Addr().(*net.TCPAddr).Port)
 		child := runHelperProcess(t, nil, "tcp-connect-exec", ln.Addr().String())
 		match := func(ev *event.Event) bool {
@@ -421,25 +408,4 @@ func TestRepeatedConnectionsAreFoldedIntoACount(t *testing.T) {
 			t.Errorf("got %d connect events from pid %d (connect, exec, connect again), want 2", got, child.pid)
 		}
 	})
-}
-
-// acceptAll listens on an ephemeral TCP port of host and accepts and
-// closes every connection until the test ends.
-func acceptAll(t *testing.T, host string) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatalf("listen on %s: %v", host, err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln
 }
