@@ -12,6 +12,7 @@ import (
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/checker"
 	"github.com/google/cel-go/common"
+	"github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/ext"
@@ -622,9 +623,21 @@ func compileNative(c *compiler, rules []*compiledRule) int {
 	for _, cr := range rules {
 		memo.count(cr.checked.NativeRep().Expr())
 	}
+	res := &regexCache{}
+	var uses []litUse
+	for _, cr := range rules {
+		collectLitUses(cr.checked.NativeRep().Expr(), res, &uses)
+	}
+	lits := buildLitIndex(&nativeCompiler{voc: c.voc, lists: c.lists}, uses)
+	exprs := make([]ast.Expr, len(rules))
+	for i, cr := range rules {
+		exprs[i] = cr.checked.NativeRep().Expr()
+	}
+	sets := buildSetIndex(&nativeCompiler{voc: c.voc, lists: c.lists}, exprs)
+	nLower := 0
 	for _, cr := range rules {
 		expr := cr.checked.NativeRep().Expr()
-		nc := &nativeCompiler{voc: c.voc, lists: c.lists, memo: memo}
+		nc := &nativeCompiler{voc: c.voc, lists: c.lists, memo: memo, lits: lits, sets: sets, res: res, nLower: &nLower}
 		cr.native = nc.boolExpr(expr)
 		if cr.native == nil {
 			cr.pre = nc.prefilter(expr)

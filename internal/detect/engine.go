@@ -165,7 +165,7 @@ func (e *Engine) Evaluate(ev *event.Event, match func(r *Rule, ev *event.Event))
 			e.evalRule(st, cr, ev, match)
 		}
 	} else {
-		st.cand = x.candidates(st.cand, &st.procs[0])
+		st.cand = x.candidates(st.cand, st)
 		for i := nextBit(st.cand, 0); i >= 0; i = nextBit(st.cand, i+1) {
 			e.evalRule(st, x.rules[i], ev, match)
 		}
@@ -228,10 +228,13 @@ type evalState struct {
 	slotS   [maxSlots]string
 	err     bool // set by a native accessor that failed (see fault)
 
-	gen     uint32             // current event's generation: memo entries of older ones are stale
-	memo    [maxMemo]memoEntry // shared sub-expression results (see memoTable)
-	cand    []uint64           // candidate rules (see kindIndex)
-	candBuf [candWords]uint64  // cand's storage when a kind has at most 64*candWords rules
+	gen     uint32                 // current event's generation: memo entries of older ones are stale
+	memo    [maxMemo]memoEntry     // shared sub-expression results (see memoTable)
+	litSets [maxLitSubjects]litSet // literal index results (see litIndex)
+	setRes  [maxSetSubjects]setRes // membership index results (see setIndex)
+	lowBuf  [maxLower][]byte       // lowerAscii results (see lowerASCIIInto)
+	cand    []uint64               // candidate rules (see kindIndex)
+	candBuf [candWords]uint64      // cand's storage when a kind has at most 64*candWords rules
 }
 
 func newEvalState(words int) *evalState {
@@ -253,6 +256,11 @@ func (st *evalState) reset(ev *event.Event) {
 	st.gen++
 	if st.gen == 0 { // wrapped: forget every cached result
 		st.memo = [maxMemo]memoEntry{}
+		st.litSets = [maxLitSubjects]litSet{}
+		st.setRes = [maxSetSubjects]setRes{}
+		for i := range st.procs {
+			st.procs[i].memGen = [maxAncSetSubjects]uint32{}
+		}
 		st.gen = 1
 	}
 	st.procs[0].reset(&ev.Process, nil)

@@ -13,14 +13,24 @@ import (
 	"github.com/vigil-sec/vigil/internal/event"
 )
 
-// Two optimisations that do not change which rules match:
+// Optimisations that do not change which rules match (each is checked
+// against the CEL interpreter on every recorded event in prefilter_test.go):
 //
-//   - The name index. For each kind, a rule whose condition can only be true
-//     when proc.name or proc.comm is in a known set of strings (a necessary
-//     condition derived from the AST, see nameGate) is only evaluated for
-//     events whose name or comm is in that set. Rules without such a
+//   - The gate index. For each kind, a rule whose condition can only be
+//     true when proc.name or proc.comm is in a known set of strings, when
+//     another top-level field (audit.resource, file.path, ...) is, or when
+//     an indexed subject such as proc.cmdline contains one of a set of
+//     literals (a necessary condition derived from the AST, see nameGate)
+//     is only evaluated for events that meet it. Rules without such a
 //     condition are always evaluated. Candidates are kept in a bitset in
 //     the engine's evaluation order, so the order of matches is unchanged.
+//
+//   - The literal index (literals.go) and the membership index
+//     (members.go): per-event subjects tested by many rules are scanned or
+//     looked up once, and each test becomes a bit test.
+//
+//   - Regexps are decided without the regexp engine where their shape
+//     allows (regex.go, branch.go).
 //
 //   - Shared sub-expressions. A natively compiled boolean sub-expression
 //     that occurs more than once in the catalog (outside loops), such as
@@ -29,11 +39,108 @@ import (
 
 // nameKeys is a necessary condition "proc.name ∈ name || proc.comm ∈ comm".
 // nil means no restriction could be derived.
+//
+// lits extends it with "or the subject contains one of the literals" for
+// subjects of the literal index (see litIndex): the condition becomes
+// proc.name ∈ name || proc.comm ∈ comm || (some subject contains a literal).
+//
+// vals extends it likewise with "or another top-level field (audit.verb,
+// file.path, ...) is in a set of values".
 type nameKeys struct {
 	name, comm map[string]struct{}
+	lits       map[*litSubject]map[int]struct{}
+	vals       map[string]*valKeys // by field path
 }
 
-func (k *nameKeys) size() int { return len(k.name) + len(k.comm) }
+// valKeys is a set of values of one field.
+type valKeys struct {
+	get strFn
+	set map[string]struct{}
+}
+
+func (k *nameKeys) size() int {
+	n := len(k.name) + len(k.comm)
+	for _, ids := range k.lits {
+		// A literal is a weaker filter than a name: a short one occurs
+		// in many command lines.
+		n += 4 * len(ids)
+	}
+	for _, v := range k.vals {
+		n += len(v.set)
+	}
+	return n
+}
+
+func unionVals(a, b map[string]*valKeys) map[string]*valKeys {
+	if len(a) == 0 && len(b) == 0 {
+		return nil
+	}
+	out := map[string]*valKeys{}
+	for _, m := range []map[string]*valKeys{a, b} {
+		for key, v := range m {
+			if out[key] == nil {
+				out[key] = &valKeys{get: v.get, set: map[string]struct{}{}}
+			}
+			for s := range v.set {
+				out[key].set[s] = struct{}{}
+			}
+		}
+	}
+	return out
+}
+
+// valGate is the gate of a test that holds only when the top-level field
+// e has one of the values in set, or nil.
+func (c *nativeCompiler) valGate(e ast.Expr, set map[string]struct{}) *nameKeys {
+	key, ok := setSubjectKey(e)
+	if !ok {
+		return nil
+	}
+	if _, shadow := c.slots[e.AsSelect().Operand().AsIdent()]; shadow {
+		return nil
+	}
+	get := c.strExpr(e)
+	if get == nil {
+		return nil
+	}
+	return &nameKeys{vals: map[string]*valKeys{key: {get: get, set: set}}}
+}
+
+func unionLits(a, b map[*litSubject]map[int]struct{}) map[*litSubject]map[int]struct{} {
+	if len(a) == 0 && len(b) == 0 {
+		return nil
+	}
+	out := map[*litSubject]map[int]struct{}{}
+	for _, m := range []map[*litSubject]map[int]struct{}{a, b} {
+		for s, ids := range m {
+			if out[s] == nil {
+				out[s] = map[int]struct{}{}
+			}
+			for id := range ids {
+				out[s][id] = struct{}{}
+			}
+		}
+	}
+	return out
+}
+
+// litKeys is the gate of a test that holds only when the subject of e
+// contains one of lits, or nil when e is not an indexed subject.
+func (c *nativeCompiler) litKeys(e ast.Expr, fold bool, lits []string) *nameKeys {
+	sub := c.lits.subject(c, e, fold)
+	if sub == nil || len(lits) == 0 {
+		return nil
+	}
+	ids := map[int]struct{}{}
+	for _, l := range lits {
+		id, ok := sub.ids[l]
+		if !ok {
+			return nil
+		}
+		ids[id] = struct{}{}
+	}
+	return &nameKeys{lits: map[*litSubject]map[int]struct{}{sub: ids}}
+}
 
 func unionSet(a, b map[string]struct{}) map[string]struct{} {
 	out := make(map[string]struct{}, len(a)+len(b))
@@ -61,6 +168,9 @@ func unionSet(a, b map[string]struct{}) map[string]struct{} {
 // bodies are not entered, so identifiers always mean the top-level
 // variables.
 func (c *nativeCompiler) nameGate(e ast.Expr, k event.Kind) *nameKeys {
+	if e.Kind() == ast.ComprehensionKind {
+		return c.argsGate(e.AsComprehension())
+	}
 	if e.Kind() != ast.CallKind {
 		return nil
 	}
@@ -83,7 +193,7 @@ func (c *nativeCompiler) nameGate(e ast.Expr, k event.Kind) *nameKeys {
 		if a == nil || b == nil {
 			return nil
 		}
-		return &nameKeys{name: unionSet(a.name, b.name), comm: unionSet(a.comm, b.comm)}
+		return &nameKeys{name: unionSet(a.name, b.name), comm: unionSet(a.comm, b.comm), lits: unionLits(a.lits, b.lits), vals: unionVals(a.vals, b.vals)}
 	case "_==_":
 		for i := 0; i < 2; i++ {
 			x, y := args[i], args[1-i]
@@ -100,12 +210,16 @@ func (c *nativeCompiler) nameGate(e ast.Expr, k event.Kind) *nameKeys {
 			if f := procNameField(x); f != "" {
 				return keysOn(f, map[string]struct{}{lit: {}})
 			}
+			if g := c.valGate(x, map[string]struct{}{lit: {}}); g != nil {
+				return g
+			}
 		}
 	case "@in":
-		if f := procNameField(args[0]); f != "" {
-			if set, ok := c.constStrSet(args[1]); ok {
+		if set, ok := c.constStrSet(args[1]); ok {
+			if f := procNameField(args[0]); f != "" {
 				return keysOn(f, set)
 			}
+			return c.valGate(args[0], set)
 		}
 	case "matches":
 		if call.IsMemberFunction() && len(args) == 1 {
@@ -115,6 +229,18 @@ func (c *nativeCompiler) nameGate(e ast.Expr, k event.Kind) *nameKeys {
 						return keysOn(f, set)
 					}
 				}
+			}
+			// A match contains one of the regexp's index literals.
+			if lit, ok := stringLiteral(args[0]); ok {
+				if re, err := c.regex(lit); err == nil && re.idxNeed != nil {
+					return c.litKeys(call.Target(), re.fold, re.idxNeed)
+				}
+			}
+		}
+	case "contains":
+		if call.IsMemberFunction() && len(args) == 1 {
+			if lit, ok := stringLiteral(args[0]); ok && len(lit) >= 2 {
+				return c.litKeys(call.Target(), false, []string{lit})
 			}
 		}
 	}
@@ -254,6 +380,24 @@ type kindIndex struct {
 	always []uint64            // rules without a gate
 	byName map[string][]uint64 // gated rules by proc.name
 	byComm map[string][]uint64 // gated rules by proc.comm
+	byLit  []litGate           // gated rules by literals of indexed subjects
+	byVal  []valIndex          // gated rules by values of other fields
+}
+
+// valIndex holds the rules gated on the values of one field.
+type valIndex struct {
+	key   string
+	get   strFn
+	rules map[string][]uint64
+}
+
+// litGate holds the rules gated on literals of one subject: rules[id] are
+// the rules that can match when literal id occurs; all is their union
+// (for a subject that cannot be scanned, see litSet.unknown).
+type litGate struct {
+	sub   *litSubject
+	rules map[int][]uint64
+	all   []uint64
 }
 
 func buildKindIndex(rules []*compiledRule, k event.Kind) *kindIndex {
@@ -280,14 +424,90 @@ func buildKindIndex(rules []*compiledRule, k event.Kind) *kindIndex {
 		for s := range g.comm {
 			set(x.byComm, s, i)
 		}
+		for sub, ids := range g.lits {
+			var lg *litGate
+			for j := range x.byLit {
+				if x.byLit[j].sub == sub {
+					lg = &x.byLit[j]
+				}
+			}
+			if lg == nil {
+				x.byLit = append(x.byLit, litGate{sub: sub, rules: map[int][]uint64{}, all: make([]uint64, words)})
+				lg = &x.byLit[len(x.byLit)-1]
+			}
+			for id := range ids {
+				b := lg.rules[id]
+				if b == nil {
+					b = make([]uint64, words)
+					lg.rules[id] = b
+				}
+				b[i/64] |= 1 << (i % 64)
+			}
+			lg.all[i/64] |= 1 << (i % 64)
+		}
 	}
+	for i, cr := range rules {
+		g := cr.gates[k]
+		if g == nil {
+			continue
+		}
+		for key, v := range g.vals {
+			var vi *valIndex
+			for j := range x.byVal {
+				if x.byVal[j].key == key {
+					vi = &x.byVal[j]
+				}
+			}
+			if vi == nil {
+				x.byVal = append(x.byVal, valIndex{key: key, get: v.get, rules: map[string][]uint64{}})
+				vi = &x.byVal[len(x.byVal)-1]
+			}
+			for s := range v.set {
+				set(vi.rules, s, i)
+			}
+		}
+	}
+	sort.Slice(x.byVal, func(i, j int) bool { return x.byVal[i].key < x.byVal[j].key })
+	// A fixed order, so that the evaluation order does not depend on map
+	// iteration (it does not change which rules match either way).
+	sort.Slice(x.byLit, func(i, j int) bool { return x.byLit[i].sub.slot < x.byLit[j].sub.slot })
 	return x
 }
 
 // candidates fills dst with the rules that can match an event of this
 // kind with the given process (a superset of the matching rules).
-func (x *kindIndex) candidates(dst []uint64, p *procView) []uint64 {
+func (x *kindIndex) candidates(dst []uint64, st *evalState) []uint64 {
+	p := &st.procs[0]
 	dst = append(dst[:0], x.always...)
+	for i := range x.byVal {
+		vi := &x.byVal[i]
+		if b, ok := vi.rules[vi.get(st)]; ok {
+			for i := range dst {
+				dst[i] |= b[i]
+			}
+		}
+	}
+	for i := range x.byLit {
+		lg := &x.byLit[i]
+		r := st.lits(lg.sub)
+		if r.unknown {
+			for i := range dst {
+				dst[i] |= lg.all[i]
+			}
+			continue
+		}
+		for w, m := range r.bits {
+			for m != 0 {
+				id := w*64 + bits.TrailingZeros64(m)
+				m &= m - 1
+				if b, ok := lg.rules[id]; ok {
+					for i := range dst {
+						dst[i] |= b[i]
+					}
+				}
+			}
+		}
+	}
 	if b, ok := x.byName[p.name()]; ok {
 		for i := range dst {
 			dst[i] |= b[i]
@@ -512,4 +732,86 @@ func sortedKeys(m map[string]struct{}) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// argsGate derives the gate of proc.args.exists(v, P): an element of argv
+// is a substring of proc.cmdline (argv joined by spaces), so a literal
+// that P requires in v is required in proc.cmdline too.
+//
+//	gate(P || Q) = gate(P) ∪ gate(Q), gate(P && Q) = the smaller,
+//	gate(v == "x"), gate(v.contains("x")), ... = {cmdline: {x}}
+func (c *nativeCompiler) argsGate(cx ast.ComprehensionExpr) *nameKeys {
+	if cx.HasIterVar2() || !isProcArgs(cx.IterRange()) {
+		return nil
+	}
+	if _, shadow := c.slots["proc"]; shadow {
+		return nil
+	}
+	init := cx.AccuInit()
+	if init.Kind() != ast.LiteralKind {
+		return nil
+	}
+	if b, ok := init.AsLiteral().(types.Bool); !ok || bool(b) {
+		return nil // not exists()
+	}
+	res := cx.Result()
+	if res.Kind() != ast.IdentKind || res.AsIdent() != cx.AccuVar() {
+		return nil
+	}
+	step := cx.LoopStep()
+	if step.Kind() != ast.CallKind || step.AsCall().FunctionName() != "_||_" {
+		return nil
+	}
+	sa := step.AsCall().Args()
+	var pred ast.Expr
+	switch {
+	case sa[0].Kind() == ast.IdentKind && sa[0].AsIdent() == cx.AccuVar():
+		pred = sa[1]
+	case sa[1].Kind() == ast.IdentKind && sa[1].AsIdent() == cx.AccuVar():
+		pred = sa[0]
+	default:
+		return nil
+	}
+	sub := c.lits.exactSubject("proc.cmdline")
+	if sub == nil {
+		return nil
+	}
+	return c.argPredGate(pred, cx.IterVar(), sub)
+}
+
+func (c *nativeCompiler) argPredGate(e ast.Expr, v string, sub *litSubject) *nameKeys {
+	if e.Kind() != ast.CallKind {
+		return nil
+	}
+	call := e.AsCall()
+	switch call.FunctionName() {
+	case "_&&_":
+		a, b := c.argPredGate(call.Args()[0], v, sub), c.argPredGate(call.Args()[1], v, sub)
+		switch {
+		case a == nil:
+			return b
+		case b == nil, b.size() >= a.size():
+			return a
+		}
+		return b
+	case "_||_":
+		a, b := c.argPredGate(call.Args()[0], v, sub), c.argPredGate(call.Args()[1], v, sub)
+		if a == nil || b == nil {
+			return nil
+		}
+		return &nameKeys{lits: unionLits(a.lits, b.lits)}
+	}
+	lits, fold, ok := argTestLits(call, map[string]bool{v: true}, c.res)
+	if !ok || fold {
+		return nil
+	}
+	ids := map[int]struct{}{}
+	for _, l := range lits {
+		id, found := sub.ids[l]
+		if !found {
+			return nil
+		}
+		ids[id] = struct{}{}
+	}
+	return &nameKeys{lits: map[*litSubject]map[int]struct{}{sub: ids}}
 }

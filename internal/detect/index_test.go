@@ -21,7 +21,8 @@ func indexRules() string {
 		ruleYAML("idx/NegatedName", "exec", `!(proc.name in ["ls", "git", "bash", "sh", "ncat", "crontab", "python3", "pwn", "x"]) && proc.uid == 33`) +
 		ruleYAML("idx/SharedA", "exec", `proc.name == "sh" && ancestors.exists(a, a.name in ["nginx"])`) +
 		ruleYAML("idx/SharedB", "exec", `proc.cmdline.contains("whoami") && ancestors.exists(a, a.name in ["nginx"])`) +
-		ruleYAML("idx/UnicodeSize", "exec", `proc.name == "x" && size(proc.cmdline) == 5`)
+		ruleYAML("idx/UnicodeSize", "exec", `proc.name == "x" && size(proc.cmdline) == 5`) +
+		ruleYAML("idx/OrWithUid", "exec", `proc.name == "nc" || proc.uid == 12345`)
 }
 
 func TestNameIndexKeepsEveryMatch(t *testing.T) {
@@ -82,13 +83,28 @@ func TestNameGatesAreDerivedPerKind(t *testing.T) {
 		if g := gate("idx/KindBranches", event.KindExec); g == nil || strings.Join(sortedKeys(g.name), ",") != "crontab" {
 			t.Errorf("exec gate = %+v, want name in {crontab}", g)
 		}
-		if g := gate("idx/KindBranches", event.KindOpen); g != nil {
-			t.Errorf("open gate = %+v, want none (the open branch does not test the name)", g)
+		g := gate("idx/KindBranches", event.KindOpen)
+		if g == nil || len(g.name) != 0 || len(g.comm) != 0 || g.vals["file.path"] == nil ||
+			strings.Join(sortedKeys(g.vals["file.path"].set), ",") != "/etc/crontab" {
+			t.Errorf("open gate = %+v, want file.path in {/etc/crontab} and no name (the open branch does not test the name)", g)
 		}
 	})
 	t.Run("a disjunction with an unindexable operand is not gated", func(t *testing.T) {
-		if g := gate("idx/OrWithUngated", event.KindExec); g != nil {
+		if g := gate("idx/OrWithUid", event.KindExec); g != nil {
 			t.Errorf("gate = %+v, want none", g)
+		}
+	})
+	t.Run("a disjunction with a command-line literal is gated on the name or the literal", func(t *testing.T) {
+		g := gate("idx/OrWithUngated", event.KindExec)
+		if g == nil || strings.Join(sortedKeys(g.name), ",") != "nc" || len(g.lits) != 1 {
+			t.Fatalf("gate = %+v, want name in {nc} or a proc.cmdline literal", g)
+		}
+		for sub, ids := range g.lits {
+			for id := range ids {
+				if sub.key != "proc.cmdline" || sub.lits[id] != "/dev/tcp/" {
+					t.Errorf("literal gate on %s %q, want proc.cmdline \"/dev/tcp/\"", sub.key, sub.lits[id])
+				}
+			}
 		}
 	})
 	t.Run("a negated name test is not gated", func(t *testing.T) {

@@ -68,6 +68,12 @@ type nativeCompiler struct {
 	slots map[string]slot
 	nslot int
 	memo  *memoTable // shared across the rules of one Compile; nil: no memo
+	lits  *litIndex  // literal index of subjects (nil: none)
+	sets  *setIndex  // membership index of subjects (nil: none)
+	// nLower counts the lowerAscii call sites given a buffer in
+	// evalState (shared across the rules of one Compile).
+	nLower *int
+	res    *regexCache
 }
 
 // prefilter returns a natively evaluated necessary condition of e: when it
@@ -139,6 +145,52 @@ func or(a, b boolFn) boolFn {
 	}
 }
 
+// andN is a && b && ... in one closure: false at the first false operand,
+// else an error if any operand is one, else true.
+func andN(fs []boolFn) boolFn {
+	switch len(fs) {
+	case 1:
+		return fs[0]
+	case 2:
+		return and(fs[0], fs[1])
+	}
+	return func(st *evalState) tri {
+		res := triT
+		for _, f := range fs {
+			switch f(st) {
+			case triF:
+				return triF
+			case triE:
+				res = triE
+			}
+		}
+		return res
+	}
+}
+
+// orN is a || b || ...: true at the first true operand, else an error if
+// any operand is one, else false.
+func orN(fs []boolFn) boolFn {
+	switch len(fs) {
+	case 1:
+		return fs[0]
+	case 2:
+		return or(fs[0], fs[1])
+	}
+	return func(st *evalState) tri {
+		res := triF
+		for _, f := range fs {
+			switch f(st) {
+			case triT:
+				return triT
+			case triE:
+				res = triE
+			}
+		}
+		return res
+	}
+}
+
 func (c *nativeCompiler) boolExpr(e ast.Expr) boolFn {
 	// Sub-expressions outside loops that several rules share are
 	// evaluated once per event (inside a loop, identifiers may be shadowed
@@ -181,22 +233,18 @@ func (c *nativeCompiler) boolCall(call ast.CallExpr) boolFn {
 		var terms []ast.Expr
 		flatten(call, op, &terms)
 		sort.SliceStable(terms, func(i, j int) bool { return exprCost(terms[i]) < exprCost(terms[j]) })
-		var f boolFn
+		fs := make([]boolFn, 0, len(terms))
 		for _, t := range terms {
 			g := c.boolExpr(t)
 			if g == nil {
 				return nil
 			}
-			switch {
-			case f == nil:
-				f = g
-			case op == "_&&_":
-				f = and(f, g)
-			default:
-				f = or(f, g)
-			}
+			fs = append(fs, g)
 		}
-		return f
+		if op == "_&&_" {
+			return andN(fs)
+		}
+		return orN(fs)
 	case "!_":
 		a := c.boolExpr(args[0])
 		if a == nil {
@@ -215,6 +263,22 @@ func (c *nativeCompiler) boolCall(call ast.CallExpr) boolFn {
 		neg := call.FunctionName() == "_!=_"
 		var f boolFn
 		if a, b := c.strExpr(args[0]), c.strExpr(args[1]); a != nil && b != nil {
+			// Comparisons with a constant are the common case.
+			for i := 0; i < 2; i++ {
+				if lit, ok := stringLiteral(args[1-i]); ok {
+					x := a
+					if i == 1 {
+						x = b
+					}
+					return func(st *evalState) tri {
+						eq := x(st) == lit
+						if st.fault() {
+							return triE
+						}
+						return triOf(eq != neg)
+					}
+				}
+			}
 			f = func(st *evalState) tri {
 				eq := a(st) == b(st)
 				if st.fault() {
@@ -241,6 +305,9 @@ func (c *nativeCompiler) boolCall(call ast.CallExpr) boolFn {
 		}
 		return f
 	case "_<_", "_<=_", "_>_", "_>=_":
+		if f := c.sizeCompare(call.FunctionName(), args[0], args[1]); f != nil {
+			return f
+		}
 		a, b := c.intExpr(args[0]), c.intExpr(args[1])
 		if a == nil || b == nil {
 			return nil
@@ -270,6 +337,13 @@ func (c *nativeCompiler) boolCall(call ast.CallExpr) boolFn {
 			return nil
 		}
 		t, a := c.strExpr(call.Target()), c.strExpr(args[0])
+		if t != nil && a == nil {
+			// A concatenation argument (p.startsWith(d + "/")) is tested
+			// piecewise, without building the string.
+			if parts := c.concatParts(args[0]); parts != nil {
+				return concatTest(call.FunctionName(), t, parts)
+			}
+		}
 		if t == nil || a == nil {
 			return nil
 		}
@@ -284,6 +358,13 @@ func (c *nativeCompiler) boolCall(call ast.CallExpr) boolFn {
 			op = strings.HasSuffix
 		}
 		if lit, ok := stringLiteral(args[0]); ok {
+			if sub := c.lits.subject(c, call.Target(), false); sub != nil && call.FunctionName() == "contains" {
+				if m, ok := sub.mask([]string{lit}); ok {
+					// The subject is scanned for every indexed literal at
+					// once; its accessor cannot fail.
+					return func(st *evalState) tri { return triOf(m.anyOf(&st.lits(sub).bits)) }
+				}
+			}
 			return func(st *evalState) tri {
 				r := op(t(st), lit)
 				if st.fault() {
@@ -314,9 +395,14 @@ func (c *nativeCompiler) boolCall(call ast.CallExpr) boolFn {
 		if t == nil || !ok {
 			return nil
 		}
-		re, err := compileFastRegexp(lit)
+		re, err := c.regex(lit)
 		if err != nil {
 			return nil // CEL reports the error at evaluation
+		}
+		if f := c.lits.compileMatch(c, target, t, re); f != nil {
+			// The literals come from the subject's scan (its accessor
+			// cannot fail).
+			return f
 		}
 		return func(st *evalState) tri {
 			r := re.MatchString(t(st))
@@ -327,6 +413,13 @@ func (c *nativeCompiler) boolCall(call ast.CallExpr) boolFn {
 		}
 	}
 	return nil
+}
+
+func (c *nativeCompiler) regex(pattern string) (*fastRegexp, error) {
+	if c.res == nil {
+		return compileFastRegexp(pattern)
+	}
+	return c.res.get(pattern)
 }
 
 func stringLiteral(e ast.Expr) (string, bool) {
@@ -352,6 +445,9 @@ func (c *nativeCompiler) in(x, y ast.Expr) boolFn {
 			}
 			return triOf(ok)
 		}
+	}
+	if f := c.sets.compileIn(c, x, y); f != nil {
+		return f
 	}
 	if s := c.strExpr(x); s != nil {
 		if set, ok := c.constStrSet(y); ok {
@@ -492,6 +588,13 @@ func (c *nativeCompiler) strExpr(e ast.Expr) strFn {
 			t := c.strExpr(call.Target())
 			if t == nil {
 				return nil
+			}
+			if c.nLower != nil && *c.nLower < maxLower {
+				// Each call site lowers into its own buffer: its result
+				// is used before the site runs again, and never kept.
+				i := *c.nLower
+				*c.nLower++
+				return func(st *evalState) string { return lowerASCIIInto(&st.lowBuf[i], t(st)) }
 			}
 			return func(st *evalState) string { return lowerASCII(t(st)) }
 		}
@@ -644,6 +747,9 @@ func (c *nativeCompiler) objSelect(e ast.Expr) (strFn, intFn, boolFn) {
 		return nil, nil, nil
 	}
 	op, name := sel.Operand(), sel.FieldName()
+	if s, n, b, ok := c.procSelect(op, name); ok {
+		return s, n, b
+	}
 	if p := c.procExpr(op); p != nil {
 		return bind(c.voc.proc, name, p)
 	}
@@ -656,6 +762,13 @@ func (c *nativeCompiler) objSelect(e ast.Expr) (strFn, intFn, boolFn) {
 	}
 	switch obj {
 	case "container":
+		// The in_container macro's fields, without indirection.
+		switch name {
+		case "id":
+			return func(st *evalState) string { return st.cont.c.ID }, nil, nil
+		case "host":
+			return nil, nil, func(st *evalState) tri { return triOf(st.cont.c.Host) }
+		}
 		return bind(c.voc.container, name, func(st *evalState) *contView { return &st.cont })
 	case "net":
 		return bind(c.voc.net, name, func(st *evalState) *netView { return &st.net })
@@ -667,6 +780,77 @@ func (c *nativeCompiler) objSelect(e ast.Expr) (strFn, intFn, boolFn) {
 		return bind(c.voc.audit, name, func(st *evalState) *auditView { return &st.audit })
 	}
 	return nil, nil, nil
+}
+
+// procSelect compiles proc.f, parent.f and (loop variable over
+// ancestors).f with the view resolved directly, and the most used string
+// fields called directly; ok is false for other operands.
+func (c *nativeCompiler) procSelect(op ast.Expr, name string) (strFn, intFn, boolFn, bool) {
+	if op.Kind() != ast.IdentKind {
+		return nil, nil, nil, false
+	}
+	id := op.AsIdent()
+	f, ok := c.voc.proc[name]
+	if !ok {
+		return nil, nil, nil, false
+	}
+	if sl, ok := c.slots[id]; ok {
+		if !sl.isProc {
+			return nil, nil, nil, false
+		}
+		i := sl.idx
+		switch name {
+		case "name":
+			return func(st *evalState) string { return st.slotP[i].name() }, nil, nil, true
+		case "exe":
+			return func(st *evalState) string { return st.slotP[i].exe() }, nil, nil, true
+		case "comm":
+			return func(st *evalState) string { return st.slotP[i].comm() }, nil, nil, true
+		}
+		switch f.t {
+		case tString:
+			g := f.s
+			return func(st *evalState) string { return g(st.slotP[i]) }, nil, nil, true
+		case tInt:
+			g := f.n
+			return nil, func(st *evalState) int64 { return g(st.slotP[i]) }, nil, true
+		case tBool:
+			g := f.b
+			return nil, nil, func(st *evalState) tri { return triOf(g(st.slotP[i])) }, true
+		}
+		return nil, nil, nil, false
+	}
+	var k int
+	switch id {
+	case "proc":
+		k = 0
+	case "parent":
+		k = 1
+	default:
+		return nil, nil, nil, false
+	}
+	switch name {
+	case "name":
+		return func(st *evalState) string { return st.procs[k].name() }, nil, nil, true
+	case "exe":
+		return func(st *evalState) string { return st.procs[k].exe() }, nil, nil, true
+	case "comm":
+		return func(st *evalState) string { return st.procs[k].comm() }, nil, nil, true
+	case "cmdline":
+		return func(st *evalState) string { return st.procs[k].cmdline() }, nil, nil, true
+	}
+	switch f.t {
+	case tString:
+		g := f.s
+		return func(st *evalState) string { return g(&st.procs[k]) }, nil, nil, true
+	case tInt:
+		g := f.n
+		return nil, func(st *evalState) int64 { return g(&st.procs[k]) }, nil, true
+	case tBool:
+		g := f.b
+		return nil, nil, func(st *evalState) tri { return triOf(g(&st.procs[k])) }, true
+	}
+	return nil, nil, nil, false
 }
 
 func bind[V any](fields map[string]field[V], name string, obj func(*evalState) V) (strFn, intFn, boolFn) {
@@ -800,6 +984,28 @@ func (c *nativeCompiler) comprehension(cx ast.ComprehensionExpr) boolFn {
 	}
 }
 
+// maxLower is the number of lowerAscii call sites with a buffer.
+const maxLower = 16
+
+// lowerASCIIInto is lowerASCII into *buf (reused; the result aliases it).
+func lowerASCIIInto(buf *[]byte, s string) string {
+	i := 0
+	for i < len(s) && (s[i] < 'A' || s[i] > 'Z') {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	b := append((*buf)[:0], s...)
+	for ; i < len(b); i++ {
+		if b[i] >= 'A' && b[i] <= 'Z' {
+			b[i] += 'a' - 'A'
+		}
+	}
+	*buf = b
+	return unsafeString(b)
+}
+
 // lowerASCII lowers ASCII letters like CEL's lowerAscii. It allocates only
 // when s contains an upper-case ASCII letter.
 func lowerASCII(s string) string {
@@ -838,8 +1044,10 @@ func exprCost(e ast.Expr) int {
 		n := 1
 		switch call.FunctionName() {
 		case "matches":
-			n = 40
-		case "contains", "lowerAscii", "int":
+			// Most subjects fail the literal prefilter (see fastRegexp
+			// and litIndex): a few substring tests, not a regexp run.
+			n = 12
+		case "contains", "lowerAscii", "int", "@in":
 			n = 4
 		}
 		if call.IsMemberFunction() {
@@ -863,4 +1071,146 @@ func exprCost(e ast.Expr) int {
 		return 1 + exprCost(sel.Operand())
 	}
 	return 0
+}
+
+// concatParts returns the operands of a string concatenation a + b + ...
+// when every one of them compiles natively, nil otherwise.
+func (c *nativeCompiler) concatParts(e ast.Expr) []strFn {
+	if e.Kind() != ast.CallKind {
+		return nil
+	}
+	call := e.AsCall()
+	if call.FunctionName() != "_+_" || len(call.Args()) != 2 {
+		return nil
+	}
+	var parts []strFn
+	for _, a := range call.Args() {
+		if f := c.strExpr(a); f != nil {
+			parts = append(parts, f)
+			continue
+		}
+		sub := c.concatParts(a)
+		if sub == nil {
+			return nil
+		}
+		parts = append(parts, sub...)
+	}
+	return parts
+}
+
+// concatTest compiles t.contains/startsWith/endsWith(p1 + p2 + ...) without
+// allocating the concatenation (CEL's string + cannot fail).
+func concatTest(fn string, t strFn, parts []strFn) boolFn {
+	if len(parts) > maxConcat {
+		return nil
+	}
+	return func(st *evalState) tri {
+		s := t(st)
+		var vals [maxConcat]string // on the stack: Evaluate runs concurrently
+		ps := vals[:len(parts)]
+		for i, p := range parts {
+			ps[i] = p(st)
+		}
+		var r bool
+		switch fn {
+		case "startsWith":
+			r = hasPrefixConcat(s, ps)
+		case "endsWith":
+			n := 0
+			for _, p := range ps {
+				n += len(p)
+			}
+			r = n <= len(s) && hasPrefixConcat(s[len(s)-n:], ps)
+		default:
+			r = containsConcat(s, ps)
+		}
+		if st.fault() {
+			return triE
+		}
+		return triOf(r)
+	}
+}
+
+const maxConcat = 8
+
+// hasPrefixConcat reports whether s starts with the concatenation of ps.
+func hasPrefixConcat(s string, ps []string) bool {
+	for _, p := range ps {
+		if !strings.HasPrefix(s, p) {
+			return false
+		}
+		s = s[len(p):]
+	}
+	return true
+}
+
+// containsConcat reports whether s contains the concatenation of ps.
+func containsConcat(s string, ps []string) bool {
+	n := 0
+	for _, p := range ps {
+		n += len(p)
+	}
+	for i := 0; i+n <= len(s); i++ {
+		if hasPrefixConcat(s[i:], ps) {
+			return true
+		}
+	}
+	return false
+}
+
+// sizeCompare compiles size(s) > k (and <, <=, >=) for a string s and a
+// constant k: a string has at most as many code points as bytes, so its
+// byte length often decides without counting.
+func (c *nativeCompiler) sizeCompare(op string, x, y ast.Expr) boolFn {
+	if x.Kind() != ast.CallKind || y.Kind() != ast.LiteralKind {
+		return nil
+	}
+	n, ok := y.AsLiteral().(types.Int)
+	if !ok {
+		return nil
+	}
+	k := int64(n)
+	call := x.AsCall()
+	if call.FunctionName() != "size" {
+		return nil
+	}
+	var arg ast.Expr
+	switch {
+	case call.IsMemberFunction() && len(call.Args()) == 0:
+		arg = call.Target()
+	case !call.IsMemberFunction() && len(call.Args()) == 1:
+		arg = call.Args()[0]
+	default:
+		return nil
+	}
+	if c.listExpr(arg) != nil || arg.Kind() == ast.IdentKind && arg.AsIdent() == "ancestors" {
+		return nil // not a string
+	}
+	t := c.strExpr(arg)
+	if t == nil {
+		return nil
+	}
+	// gt: the result is "size > k" (or >= k+1); lt likewise.
+	var gt bool
+	switch op {
+	case "_>_":
+		gt = true
+	case "_>=_":
+		gt, k = true, k-1
+	case "_<_":
+		k = k - 1 // size < k  <=>  !(size > k-1)
+	}
+	return func(st *evalState) tri {
+		s := t(st)
+		var r bool
+		if int64(len(s)) <= k {
+			r = false // size <= len <= k
+		} else {
+			r = int64(utf8.RuneCountInString(s)) > k
+		}
+		if st.fault() {
+			return triE
+		}
+		return triOf(r == gt)
+	}
 }

@@ -99,11 +99,18 @@ type procView struct {
 	cmdBuf   []byte
 	haveMasq bool
 	masq     bool
+	haveName bool
+	nameStr  string
+
+	// Membership index results for ancestor fields, valid for the
+	// event generation in memGen (see setIndex).
+	memGen  [maxAncSetSubjects]uint32
+	memBits [maxAncSetSubjects]uint64
 }
 
 func (v *procView) reset(p *event.Process, r *event.ProcessRef) {
 	v.p, v.r = p, r
-	v.haveCmd, v.haveMasq = false, false
+	v.haveCmd, v.haveMasq, v.haveName = false, false, false
 }
 
 func (v *procView) exe() string {
@@ -156,7 +163,13 @@ func (v *procView) uid() int64 {
 	return 0
 }
 
-func (v *procView) name() string { return baseName(v.exe()) }
+func (v *procView) name() string {
+	if !v.haveName {
+		v.nameStr = baseName(v.exe())
+		v.haveName = true
+	}
+	return v.nameStr
+}
 
 // cmdline returns argv joined by single spaces. The returned string aliases
 // a buffer reused for the next event: it must not be retained.
