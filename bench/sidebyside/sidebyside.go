@@ -1,6 +1,6 @@
 // Package sidebyside measures the overhead of `vigil sensor` side by side:
 // it alternates rounds of the bench/storm workloads without the sensor and
-// with it (in two configurations), in one run, and prints per-benchmark
+// with it (in four configurations), in one run, and prints per-benchmark
 // rate ratios as median [min–max] together with the sensor's drops, CPU and
 // memory. It must run as root, from the vigil repository:
 //
