@@ -209,14 +209,7 @@ func BenchmarkEvaluateMatch(b *testing.B) {
 // BenchmarkEvaluateCatalog replays a mix of benign and suspicious events
 // through the full default catalog.
 func BenchmarkEvaluateCatalog(b *testing.B) {
-	rs, err := LoadFS(rules.FS, "*.yaml")
-	if err != nil {
-		b.Fatal(err)
-	}
-	e, err := Compile(rs)
-	if err != nil {
-		b.Fatal(err)
-	}
+	e := compileCatalog(b)
 	for name, evs := range map[string][]*event.Event{"benign": benignEvents(), "mixed": append(benignEvents(), variedEvents()...)} {
 		b.Run(name, func(b *testing.B) {
 			match := func(*Rule, *event.Event) {}

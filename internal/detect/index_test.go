@@ -145,14 +145,7 @@ func TestLiteralAlternatives(t *testing.T) {
 }
 
 func TestCatalogUsesTheNameIndex(t *testing.T) {
-	rs, err := LoadFS(rules.FS, "*.yaml")
-	if err != nil {
-		t.Fatalf("load the default catalog: %v", err)
-	}
-	e, err := Compile(rs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := compileCatalog(t)
 	gated := 0
 	for _, cr := range e.byKind[event.KindExec] {
 		if cr.gates[event.KindExec] != nil {
@@ -176,14 +169,7 @@ func TestCatalogUsesTheNameIndex(t *testing.T) {
 }
 
 func TestConcurrentEvaluationMatchesSequential(t *testing.T) {
-	rs, err := LoadFS(rules.FS, "*.yaml")
-	if err != nil {
-		t.Fatalf("load the default catalog: %v", err)
-	}
-	e, err := Compile(rs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := compileCatalog(t)
 	events := append(benignEvents(), variedEvents()...)
 	want := make([][]string, len(events))
 	for i, ev := range events {
@@ -211,4 +197,18 @@ func TestConcurrentEvaluationMatchesSequential(t *testing.T) {
 	for msg := range errs {
 		t.Errorf("concurrent evaluation differs from sequential: %s", msg)
 	}
+}
+
+// compileCatalog compiles the default catalog (rules/*.yaml).
+func compileCatalog(tb testing.TB) *Engine {
+	tb.Helper()
+	rs, err := LoadFS(rules.FS, "*.yaml")
+	if err != nil {
+		tb.Fatalf("load the default catalog: %v", err)
+	}
+	e, err := Compile(rs)
+	if err != nil {
+		tb.Fatalf("compile the default catalog: %v", err)
+	}
+	return e
 }

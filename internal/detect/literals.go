@@ -65,24 +65,15 @@ type litIndex struct {
 // the same value for the whole event. Identifiers bound by a comprehension
 // are never subjects (the caller checks shadowing).
 func litSubjectKey(e ast.Expr) (string, bool) {
-	if e.Kind() != ast.SelectKind {
-		return "", false
-	}
-	sel := e.AsSelect()
-	if sel.IsTestOnly() || sel.Operand().Kind() != ast.IdentKind {
-		return "", false
-	}
-	obj := sel.Operand().AsIdent()
-	switch obj {
-	case "proc", "parent", "container", "net", "file", "sys", "audit":
-	default:
+	key, ok := setSubjectKey(e)
+	if !ok {
 		return "", false
 	}
 	// Scanning pays off on long text; short values (names, executables)
 	// are cheaper to search directly.
-	switch sel.FieldName() {
+	switch key[strings.IndexByte(key, '.')+1:] {
 	case "cmdline", "path", "newPath", "dnsQuery", "userAgent", "requestURI":
-		return obj + "." + sel.FieldName(), true
+		return key, true
 	}
 	return "", false
 }

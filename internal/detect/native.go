@@ -147,42 +147,32 @@ func or(a, b boolFn) boolFn {
 
 // andN is a && b && ... in one closure: false at the first false operand,
 // else an error if any operand is one, else true.
-func andN(fs []boolFn) boolFn {
-	switch len(fs) {
-	case 1:
-		return fs[0]
-	case 2:
-		return and(fs[0], fs[1])
-	}
-	return func(st *evalState) tri {
-		res := triT
-		for _, f := range fs {
-			switch f(st) {
-			case triF:
-				return triF
-			case triE:
-				res = triE
-			}
-		}
-		return res
-	}
-}
+func andN(fs []boolFn) boolFn { return chainN(fs, triF, and) }
 
 // orN is a || b || ...: true at the first true operand, else an error if
 // any operand is one, else false.
-func orN(fs []boolFn) boolFn {
+func orN(fs []boolFn) boolFn { return chainN(fs, triT, or) }
+
+// chainN runs the operands in order until one returns decisive (triF for
+// &&, triT for ||); otherwise the result is an error if any operand was
+// one, else the opposite of decisive. pair builds the two-operand form.
+func chainN(fs []boolFn, decisive tri, pair func(a, b boolFn) boolFn) boolFn {
 	switch len(fs) {
 	case 1:
 		return fs[0]
 	case 2:
-		return or(fs[0], fs[1])
+		return pair(fs[0], fs[1])
+	}
+	otherwise := triT
+	if decisive == triT {
+		otherwise = triF
 	}
 	return func(st *evalState) tri {
-		res := triF
+		res := otherwise
 		for _, f := range fs {
 			switch f(st) {
-			case triT:
-				return triT
+			case decisive:
+				return decisive
 			case triE:
 				res = triE
 			}

@@ -163,14 +163,7 @@ func TestIndexesAndGatesNeverDropAMatchOnRecordedEvents(t *testing.T) {
 // gates apply to the rules whose exec branch needs a command-line literal,
 // so the test above covers them.
 func TestCatalogRulesAreGatedOnCommandLineLiterals(t *testing.T) {
-	rs, err := LoadFS(rules.FS, "*.yaml")
-	if err != nil {
-		t.Fatalf("load the default catalog: %v", err)
-	}
-	e, err := Compile(rs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := compileCatalog(t)
 	for _, id := range []string{"vigil.node/LdSoPreloadAccess", "vigil.node/KubeConfigAccess", "vigil.node/HistoryFileCleared"} {
 		t.Run(id, func(t *testing.T) {
 			for _, cr := range e.all {
@@ -193,14 +186,7 @@ func TestCatalogRulesAreGatedOnCommandLineLiterals(t *testing.T) {
 // engine runs them in, against the regexp package on every string of the
 // recorded events (and variants).
 func TestCatalogPatternsAgreeWithRegexpOnRecordedStrings(t *testing.T) {
-	rs, err := LoadFS(rules.FS, "*.yaml")
-	if err != nil {
-		t.Fatalf("load the default catalog: %v", err)
-	}
-	e, err := Compile(rs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := compileCatalog(t)
 	patterns := map[string]bool{}
 	var walk func(x ast.Expr)
 	walk = func(x ast.Expr) {
@@ -456,14 +442,7 @@ func itoa(n int) string {
 }
 
 func TestConcurrentEvaluationOfRecordedEventsMatchesSequential(t *testing.T) {
-	rs, err := LoadFS(rules.FS, "*.yaml")
-	if err != nil {
-		t.Fatalf("load the default catalog: %v", err)
-	}
-	e, err := Compile(rs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := compileCatalog(t)
 	var evs []event.Event
 	for file, fevs := range recordedEvents(t) {
 		if file != "stream" {
