@@ -62,16 +62,7 @@ func TestAnExpiredWatchListsThePodsAgainAndWatchesOn(t *testing.T) {
 					http.Error(w, "unexpected resource version", http.StatusBadRequest)
 				}
 			}))
-			defer srv.Close()
-			client, err := newClient(srv.URL, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cache := quietCache(t, client, "node-1")
-			ctx, cancel := context.WithCancel(t.Context())
-			done := make(chan struct{})
-			go func() { defer close(done); cache.Run(ctx) }()
-			defer func() { cancel(); <-done }()
+			cache := runCache(t, srv, "node-1")
 
 			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 				cache.mu.RLock()
@@ -120,16 +111,7 @@ func TestAFailingAPIServerIsRetriedAndCounted(t *testing.T) {
 		}
 		<-r.Context().Done()
 	}))
-	defer srv.Close()
-	client, err := newClient(srv.URL, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache := quietCache(t, client, "node-1")
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); cache.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	cache := runCache(t, srv, "node-1")
 	for deadline := time.Now().Add(20 * time.Second); !cache.Synced(); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the cache did not sync after the API server recovered")
@@ -151,4 +133,21 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// runCache runs a cache of node's pods against srv until the test ends
+// (the cache stops before the server closes).
+func runCache(t *testing.T, srv *httptest.Server, node string) *Cache {
+	t.Helper()
+	t.Cleanup(srv.Close)
+	client, err := newClient(srv.URL, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := quietCache(t, client, node)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); cache.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return cache
 }
