@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"github.com/vigil-sec/vigil/internal/testutil/syncbuf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vigil-sec/vigil/internal/testenv"
+	"github.com/vigil-sec/vigil/internal/testutil/syncbuf"
 )
 
 // The README's first command: `vigil up` runs a hub and a sensor for this
